@@ -1,0 +1,1 @@
+"""Plain-Python core: models, statuses, errors, ports, service and runner. Imports no framework."""
