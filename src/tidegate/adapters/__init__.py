@@ -1,0 +1,1 @@
+"""Adapters: the SQL store, Redis keys and scripts, Celery, Prometheus."""

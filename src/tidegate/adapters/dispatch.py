@@ -1,0 +1,32 @@
+"""CeleryDispatcher: hands a job id to a priority queue by task name (no worker import)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from ..core.errors import Unavailable
+from .celery_app import RUN_JOB
+
+# Publishing waits this long for a broker before the API gives up (the row is already
+# committed; the sweep sends it later).
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5}
+
+
+class CeleryDispatcher:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0) -> None:
+        try:
+            self.app.send_task(RUN_JOB, args=[job_id], queue=queue, routing_key=queue,
+                               countdown=countdown_s if countdown_s > 0 else None,
+                               retry=True, retry_policy=_RETRY_POLICY)
+        except Exception as exc:  # kombu raises OperationalError and plain socket errors
+            raise Unavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc
+
+    def ping(self) -> None:
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:
+            raise Unavailable(f"broker unavailable: {type(exc).__name__}") from exc

@@ -1,0 +1,92 @@
+"""Table definitions. Migrations under ``migrations/versions`` must match these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Stores UTC; always returns aware datetimes (SQLite drops the zone on its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the job store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "tg_jobs", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("priority", sa.String(8), nullable=False),
+    sa.Column("input", JSONType, nullable=False),
+    sa.Column("metadata", JSONType, nullable=False),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("progress", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("result", JSONType),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
+    sa.Column("checkpoint", JSONType, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("not_before", UTCDateTime),
+    sa.Column("dispatched_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.UniqueConstraint("tenant", "idempotency_key", name="uq_tg_jobs_tenant_idempotency"),
+    sa.Index("ix_tg_jobs_tenant_created", "tenant", "created_at", "id"),
+    sa.Index("ix_tg_jobs_status_lease", "status", "lease_expires_at"),
+    sa.Index("ix_tg_jobs_status_finished", "status", "finished_at"),
+)
+
+job_events = sa.Table(
+    "tg_job_events", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("detail", JSONType, nullable=False),
+    sa.Index("ix_tg_job_events_job", "job_id", "id"),
+)
+
+api_keys = sa.Table(
+    "tg_api_keys", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+)

@@ -1,0 +1,51 @@
+"""create_app(): the FastAPI application, built from Settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cached_property
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..adapters.queues import QueueInspector
+from ..config import Settings, load_settings
+from ..wiring import Container, build_container
+from . import errors
+from .body_limit import BodyLimitMiddleware
+from .routes import aliases, jobs, system
+
+log = logging.getLogger(__name__)
+
+
+class ApiContainer(Container):
+    @cached_property
+    def queue_inspector(self) -> QueueInspector:
+        return QueueInspector(self.celery, ttl_s=self.settings.queues_cache_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    base = build_container(settings)
+    container = ApiContainer(settings=base.settings, registry=base.registry)
+    if settings.auth == "off":
+        log.warning("TIDEGATE_AUTH=off: every request is accepted as tenant 'local'")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        container.close()
+
+    app = FastAPI(
+        title="Tidegate", version=__version__, lifespan=lifespan,
+        description="Durable background LLM jobs. Submit, then poll, stream or get called "
+                    "back. Authenticate with `Authorization: Bearer <api key>`.")
+    app.state.container = container
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(system.router)
+    app.include_router(aliases.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,43 @@
+"""Dependencies shared by the routes: the container, the caller's tenant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..core.errors import Unauthorized
+from ..core.keys import authenticate
+from ..core.service import JobService
+from ..wiring import Container
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `tidegate keys create`")
+
+LOCAL_TENANT = "local"
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def get_service(container: Annotated[Container, Depends(get_container)]) -> JobService:
+    return container.service
+
+
+def get_tenant(container: Annotated[Container, Depends(get_container)],
+               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    if container.settings.auth == "off":
+        return LOCAL_TENANT
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    tenant = authenticate(container.store, creds.credentials, container.settings.secret_key)
+    if tenant is None:
+        raise Unauthorized("invalid or revoked API key")
+    return tenant
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+ServiceDep = Annotated[JobService, Depends(get_service)]
+TenantDep = Annotated[str, Depends(get_tenant)]

@@ -1,0 +1,70 @@
+"""The one place where errors become HTTP responses: {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..core import errors as E
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR: list[tuple[type[E.TidegateError], int]] = [
+    (E.NotFound, 404),
+    (E.InvalidInput, 422),
+    (E.AlreadyTerminal, 409),
+    (E.Conflict, 409),
+    (E.Unauthorized, 401),
+    (E.Unavailable, 503),
+    (E.ConfigurationError, 500),
+]
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def status_for(exc: E.TidegateError) -> int:
+    for cls, status in STATUS_FOR:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(E.TidegateError)
+    async def _tidegate(_: Request, exc: E.TidegateError) -> JSONResponse:
+        status = status_for(exc)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        if status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return error_response(status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+        return error_response(422, "invalid_request", f"{where}: {first['msg']}{more}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Never a traceback to the client; the log has it.
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; see the server log")

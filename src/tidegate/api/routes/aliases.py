@@ -1,0 +1,30 @@
+"""The seeds' quick-start routes, kept as thin aliases over /v1/jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ...core.errors import InvalidInput
+from ..deps import ServiceDep, TenantDep
+from ..schemas import GenerateAccepted, GenerateRequest, LegacyStatus
+
+router = APIRouter(tags=["seed aliases"])
+
+REPORT_TYPE = "startup_report"
+
+
+@router.post("/generate", status_code=202, response_model=GenerateAccepted)
+def generate(body: GenerateRequest, service: ServiceDep, tenant: TenantDep) -> GenerateAccepted:
+    """Submit a startup research report (same as POST /v1/jobs with type startup_report)."""
+    if REPORT_TYPE not in service.registry:
+        raise InvalidInput("the startup_report job type is not available in this build; "
+                           "submit other job types through POST /v1/jobs")
+    job, _ = service.submit(tenant=tenant, type=REPORT_TYPE,
+                            input=body.model_dump(exclude_none=True))
+    return GenerateAccepted(job_id=job.id, status=job.status.value)
+
+
+@router.get("/status/{job_id}", response_model=LegacyStatus)
+def status(job_id: str, service: ServiceDep, tenant: TenantDep) -> LegacyStatus:
+    """Celery-style state of a job (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED)."""
+    return LegacyStatus.of(service.get(job_id, tenant=tenant))

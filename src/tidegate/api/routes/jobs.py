@@ -1,0 +1,111 @@
+"""/v1/jobs: submit, read, list, cancel, replay, stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from ...core.errors import NotFound
+from ..deps import ContainerDep, ServiceDep, TenantDep
+from ..schemas import JobAccepted, JobCreate, JobEventPublic, JobList, JobPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_ERRORS = {404: {"description": "no such job for this tenant"},
+           422: {"description": "unknown job type or invalid input"},
+           503: {"description": "database unavailable; nothing was accepted"}}
+
+
+@router.post("", status_code=202, response_model=JobAccepted, responses=_ERRORS)
+def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
+               idempotency_key: Annotated[str | None, Header()] = None) -> JobAccepted:
+    """Submit a job. 202 means the job row is committed: it will run, or end with an error.
+
+    The same `Idempotency-Key` from the same tenant returns the job created first.
+    """
+    job, _created = service.submit(tenant=tenant, type=body.type, input=body.input,
+                                   priority=body.priority, metadata=body.metadata,
+                                   idempotency_key=idempotency_key)
+    return JobAccepted(job_id=job.id, status=job.status.value, type=job.type,
+                       priority=job.priority.value, created_at=job.created_at)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(service: ServiceDep, tenant: TenantDep,
+              status: Annotated[str | None, Query(description="e.g. failed: the dead letters")]
+              = None,
+              type: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              cursor: str | None = None) -> JobList:
+    """List the caller's jobs, newest first; pass `next_cursor` back for the next page."""
+    page = service.list(tenant=tenant, status=status, type=type, limit=limit, cursor=cursor)
+    return JobList(jobs=[JobPublic.of(j) for j in page.jobs], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
+def get_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
+    """The job's status, progress, result or error, attempts and usage."""
+    return JobPublic.of(service.get(job_id, tenant=tenant))
+
+
+@router.delete("/{job_id}", response_model=JobPublic,
+               responses={**_ERRORS, 409: {"description": "the job already finished"}})
+def cancel_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
+    """Cancel: a waiting job never starts; a running job stops at its next checkpoint."""
+    return JobPublic.of(service.cancel(job_id, tenant=tenant))
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=JobPublic,
+             responses={**_ERRORS, 409: {"description": "the job is not failed"}})
+def retry_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
+    """Replay a failed (dead-lettered) job with a fresh attempt budget."""
+    return JobPublic.of(service.retry(job_id, tenant=tenant))
+
+
+@router.get("/{job_id}/history", response_model=list[JobEventPublic], responses=_ERRORS)
+def job_history(job_id: str, service: ServiceDep, tenant: TenantDep) -> list[JobEventPublic]:
+    """Everything that happened to the job: submitted, claimed, retrying, succeeded..."""
+    service.get(job_id, tenant=tenant)
+    return [JobEventPublic(id=e.id or 0, kind=e.kind, attempt=e.attempt, at=e.at,
+                           detail=e.detail) for e in service.store.events(job_id)]
+
+
+@router.get("/{job_id}/events", responses=_ERRORS,
+            response_class=StreamingResponse)
+async def stream_job(job_id: str, container: ContainerDep, tenant: TenantDep) -> StreamingResponse:
+    """Server-sent events: a `job` event with the full job each time it changes, until it ends."""
+    service = container.service
+    job = await run_in_threadpool(service.get, job_id, tenant=tenant)
+
+    async def events() -> AsyncIterator[str]:
+        last = ""
+        current = job
+        idle = 0.0
+        while True:
+            payload = JobPublic.of(current).model_dump_json()
+            if payload != last:
+                last = payload
+                yield f"event: job\ndata: {payload}\n\n"
+                idle = 0.0
+            if current.status.terminal:
+                yield "event: end\ndata: {}\n\n"
+                return
+            await asyncio.sleep(0.5)
+            idle += 0.5
+            if idle >= 15:  # keep proxies from closing an idle stream
+                yield ": keep-alive\n\n"
+                idle = 0.0
+            try:
+                current = await run_in_threadpool(service.get, job_id, tenant=tenant)
+            except NotFound:
+                yield f"event: error\ndata: {json.dumps({'code': 'not_found'})}\n\n"
+                return
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

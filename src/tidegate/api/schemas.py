@@ -1,0 +1,129 @@
+"""Request and response bodies, split by purpose (the HTTP contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..core.models import Job
+from ..core.statuses import CELERY_STATES
+
+
+class JobCreate(BaseModel):
+    type: str = Field(description="a registered job type, e.g. `echo` or `startup_report`")
+    input: dict[str, Any] = Field(default_factory=dict, description="validated by the job type")
+    priority: Literal["high", "medium", "low"] | None = Field(
+        default=None, description="overrides the job type's default queue")
+    metadata: dict[str, Any] | None = Field(default=None, description="echoed back, not used")
+
+
+class UsagePublic(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class ErrorPublic(BaseModel):
+    code: str
+    message: str
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+    type: str
+    priority: str
+    created_at: datetime
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    type: str
+    status: str
+    priority: str
+    progress: int
+    message: str
+    result: Any = None
+    error: ErrorPublic | None = None
+    attempts: int
+    max_attempts: int
+    usage: UsagePublic
+    metadata: dict[str, Any]
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls(
+            job_id=job.id, type=job.type, status=job.status.value, priority=job.priority.value,
+            progress=job.progress, message=job.message, result=job.result,
+            error=ErrorPublic(**job.error) if job.error else None, attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            usage=UsagePublic(input_tokens=job.usage.input_tokens,
+                              output_tokens=job.usage.output_tokens,
+                              cost_usd=round(job.usage.cost_usd, 6)),
+            metadata=job.metadata, cancel_requested=job.cancel_requested,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic]
+    next_cursor: str | None
+
+
+class JobEventPublic(BaseModel):
+    id: int
+    kind: str
+    attempt: int
+    at: datetime
+    detail: dict[str, Any]
+
+
+class GenerateRequest(BaseModel):
+    startup: str = Field(min_length=1, max_length=500)
+    focus: str | None = Field(default=None, max_length=2000)
+
+
+class GenerateAccepted(BaseModel):
+    job_id: str
+    status: str
+
+
+class LegacyStatus(BaseModel):
+    job_id: str
+    state: str
+    progress: int
+    result: Any = None
+
+    @classmethod
+    def of(cls, job: Job) -> LegacyStatus:
+        result: Any = job.result
+        if job.error_code and job.status.terminal and job.result is None:
+            result = {"error": job.error}
+        return cls(job_id=job.id, state=CELERY_STATES[job.status], progress=job.progress,
+                   result=result)
+
+
+class QueueDepth(BaseModel):
+    name: str
+    ready: int | None
+    unacked: int | None
+
+
+class WorkerInfo(BaseModel):
+    name: str
+    active: int
+    reserved: int
+    queues: list[str]
+
+
+class QueuesReport(BaseModel):
+    broker: str
+    queues: list[QueueDepth]
+    workers: list[WorkerInfo]
+    jobs_by_status: dict[str, int]
+    cached_at: datetime

@@ -1,0 +1,21 @@
+"""The `tidegate` command line: run the service (up, api, worker, beat, ...) and use it
+(submit, status, jobs, cancel, retry, queues, ...)."""
+
+from __future__ import annotations
+
+import typer
+
+from . import client, serve
+
+app = typer.Typer(
+    name="tidegate", no_args_is_help=True, add_completion=False,
+    help="Durable background LLM jobs. `tidegate up` runs everything on this machine; "
+         "`tidegate submit echo --input '{\"text\": \"hi\"}' --wait` runs a job.",
+    context_settings={"help_option_names": ["-h", "--help"]})
+
+serve.register(app)
+client.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,34 @@
+"""Helpers shared by the CLI commands: settings, logging, error exits."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+from rich.console import Console
+
+from ..config import Settings, load_settings
+from ..core.errors import ConfigurationError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise SystemExit(code)
+
+
+def settings_or_exit(**overrides: object) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigurationError as exc:
+        fail(exc.message)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "amqp", "kombu"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

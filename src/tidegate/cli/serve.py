@@ -1,0 +1,165 @@
+"""Commands that run Tidegate's processes: up, api, worker, beat, flower, db, keys."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, fail, settings_or_exit, setup_logging
+
+PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="API port [env: TIDEGATE_PORT]")]
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", help="where the embedded Redis, SQLite and the API key live "
+    "[env: TIDEGATE_DATA_DIR]")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Run")(up)
+    app.command(rich_help_panel="Run")(api)
+    app.command(rich_help_panel="Run")(worker)
+    app.command(rich_help_panel="Run")(beat)
+    app.command(rich_help_panel="Run")(flower)
+    db = typer.Typer(help="Database migrations.", no_args_is_help=True)
+    db.command("upgrade")(db_upgrade)
+    db.command("current")(db_current)
+    app.add_typer(db, name="db", rich_help_panel="Admin")
+    keys = typer.Typer(help="API keys.", no_args_is_help=True)
+    keys.command("create")(keys_create)
+    keys.command("list")(keys_list)
+    app.add_typer(keys, name="keys", rich_help_panel="Admin")
+
+
+def up(port: PortOpt = None, data_dir: DataDirOpt = None,
+       concurrency: Annotated[int | None, typer.Option(
+           help="jobs one worker runs at once [env: TIDEGATE_WORKER_CONCURRENCY]")] = None,
+       flower_port: Annotated[int, typer.Option(
+           help="also run Flower on this port (0: don't)")] = 0) -> None:
+    """Run everything on this machine: Redis (embedded unless TIDEGATE_REDIS_URL is set),
+    the database migrations, the API, a worker for high/medium/low, the scheduler and the
+    provider simulator. Ctrl-C stops it all."""
+    from ..up import run_up
+
+    settings = settings_or_exit(port=port, data_dir=data_dir, worker_concurrency=concurrency)
+    raise SystemExit(run_up(settings, flower_port=flower_port))
+
+
+def api(host: Annotated[str | None, typer.Option(help="[env: TIDEGATE_HOST]")] = None,
+        port: PortOpt = None,
+        workers: Annotated[int, typer.Option(help="API processes")] = 1) -> None:
+    """Serve the HTTP API (FastAPI on Uvicorn)."""
+    import uvicorn
+
+    settings = settings_or_exit(host=host, port=port)
+    setup_logging()
+    # Child processes rebuild Settings from the environment; pass the CLI overrides on.
+    os.environ["TIDEGATE_HOST"], os.environ["TIDEGATE_PORT"] = settings.host, str(settings.port)
+    uvicorn.run("tidegate.api.app:create_app", factory=True, host=settings.host,
+                port=settings.port, workers=workers, log_level="info",
+                timeout_graceful_shutdown=10, proxy_headers=True)
+
+
+def worker(queues: Annotated[str, typer.Option(
+               "--queues", "-Q", help="comma-separated queues to consume")] = "high,medium,low",
+           concurrency: Annotated[int | None, typer.Option(
+               "--concurrency", "-c", help="jobs at once [env: TIDEGATE_WORKER_CONCURRENCY]")]
+           = None,
+           pool: Annotated[str | None, typer.Option(
+               help="threads (default: LLM jobs wait on I/O), prefork or solo "
+               "[env: TIDEGATE_WORKER_POOL]")] = None,
+           name: Annotated[str | None, typer.Option(help="worker node name")] = None,
+           loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
+    """Run a Celery worker consuming the given priority queues."""
+    from ..core.statuses import QUEUES
+    from ..worker.app import create_worker_app
+
+    settings = settings_or_exit(worker_concurrency=concurrency, worker_pool=pool)
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(wanted) - set(QUEUES))
+    if not wanted or unknown:
+        fail(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; use high, medium, low")
+    setup_logging(loglevel)
+    celery_app = create_worker_app(settings)
+    node = name or f"tidegate-{'-'.join(wanted)}-{os.getpid()}@{socket.gethostname()}"
+    celery_app.worker_main([
+        "worker", "-Q", ",".join(wanted), "-c", str(settings.worker_concurrency),
+        "-P", settings.worker_pool, "-n", node, "--loglevel", loglevel, "-E",
+        "--without-gossip", "--without-mingle"])
+
+
+def beat() -> None:
+    """Run the scheduler: the sweep that re-sends stranded jobs, and the retention purge.
+    Start as many as you like; one leads, the others stand by."""
+    from ..worker.scheduler import run_scheduler
+
+    settings = settings_or_exit()
+    setup_logging()
+    run_scheduler(settings)
+
+
+def flower(port: Annotated[int, typer.Option(help="Flower's port")] = 5555) -> None:
+    """Run Flower, Celery's monitoring UI, against Tidegate's broker."""
+    from ..adapters.celery_app import create_celery
+
+    settings = settings_or_exit()
+    celery_app = create_celery(settings)
+    celery_app.start(["flower", f"--port={port}", "--address=127.0.0.1"])
+
+
+def db_upgrade() -> None:
+    """Apply the database migrations (`tidegate up` does this by itself)."""
+    from ..adapters.sql import make_engine
+    from ..adapters.sql.migrate import current, upgrade
+    from ..config import redact
+
+    settings = settings_or_exit()
+    engine = make_engine(settings.database)
+    try:
+        upgrade(engine)
+        console.print(f"database {redact(settings.database)} at revision {current(engine)}")
+    except Exception as exc:
+        fail(f"migration failed: {type(exc).__name__}: {exc}")
+    finally:
+        engine.dispose()
+
+
+def db_current() -> None:
+    """Print the database's migration revision."""
+    from ..adapters.sql import make_engine
+    from ..adapters.sql.migrate import current
+
+    engine = make_engine(settings_or_exit().database)
+    console.print(current(engine) or "(empty database)")
+    engine.dispose()
+
+
+def keys_create(tenant: Annotated[str, typer.Option(help="the key's owner")]) -> None:
+    """Create an API key for a tenant; the key is printed once and stored hashed."""
+    from ..adapters.sql import SqlJobStore, make_engine
+    from ..core.keys import create_key
+
+    settings = settings_or_exit()
+    engine = make_engine(settings.database)
+    try:
+        plain, record = create_key(SqlJobStore(engine), tenant=tenant,
+                                   secret=settings.secret_key)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    console.print(f"API key for tenant [bold]{record.tenant}[/] (shown once):")
+    print(plain)
+
+
+def keys_list() -> None:
+    """List API keys (tenant, prefix, created) without their secrets."""
+    from ..adapters.sql import SqlJobStore, make_engine
+
+    engine = make_engine(settings_or_exit().database)
+    for key in SqlJobStore(engine).list_keys():
+        state = "revoked" if key.revoked_at else "active"
+        console.print(f"{key.prefix}…  {key.tenant:<20} {key.created_at:%Y-%m-%d %H:%M}  {state}")
+    engine.dispose()

@@ -1,0 +1,151 @@
+"""Settings, read from TIDEGATE_* environment variables and an optional .env file.
+
+Built by the app, worker and CLI at start-up, never at import time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .core.errors import ConfigurationError
+
+DEFAULT_SECRET = "tidegate-insecure-dev-secret"
+
+
+class Env(StrEnum):
+    DEV = "dev"
+    STAGE = "stage"
+    PROD = "prod"
+
+
+# First Redis database of each environment: broker = base, shared state = base+1,
+# monitoring caches = base+2. The seeds used 0-2 (dev), 6-8 (stage), 9-11 (prod).
+REDIS_DB_BASE = {Env.DEV: 0, Env.STAGE: 6, Env.PROD: 9}
+
+
+def with_redis_db(url: str, db: int) -> str:
+    """Set the database number of a redis:// URL unless the URL names one already."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or parts.path.strip("/"):
+        return url
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDEGATE_", env_file=".env",
+                                      env_file_encoding="utf-8", extra="ignore")
+
+    env: Env = Env.DEV
+    data_dir: Path = Field(default=Path(".tidegate"),
+                           description="embedded Redis data, SQLite file, API key file")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    url: str | None = Field(default=None, description="where the CLI finds the API")
+    api_key: str | None = Field(default=None, description="the CLI's API key")
+
+    database_url: str | None = Field(default=None, description="default: SQLite in data_dir")
+    broker_url: str | None = Field(default=None, description="redis:// or amqp://; "
+                                   "default: TIDEGATE_REDIS_URL, else the embedded Redis")
+    redis_url: str | None = Field(default=None, description="shared state; default: embedded")
+
+    auth: Literal["on", "off"] = "on"
+    secret_key: str = DEFAULT_SECRET
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    lease_s: float = Field(default=30.0, gt=1)
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    job_time_limit_s: int = Field(default=1800, ge=10)
+    visibility_timeout_s: int = Field(default=7200, ge=60)
+    worker_concurrency: int = Field(default=8, ge=1)
+    worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    sweep_interval_s: float = Field(default=10.0, gt=0)
+    dispatch_grace_s: float = Field(default=10.0, ge=0)
+    redispatch_after_s: float = Field(default=600.0, gt=0)
+    retention_days: float = Field(default=7.0, gt=0)
+    failed_retention_days: float = Field(default=30.0, gt=0)
+    queues_cache_s: float = Field(default=2.0, ge=0)
+
+    simulator: Literal["auto", "off"] = "auto"
+    simulator_url: str | None = None
+    simulator_port: int = Field(default=8400, ge=0, le=65535)
+    llm_config: Path | None = Field(default=None, description="TOML: models, prices, limits")
+
+    @model_validator(mode="after")
+    def _prod_guards(self) -> Settings:
+        if self.env is Env.PROD:
+            problems = []
+            if self.redis_url is None:
+                problems.append("TIDEGATE_REDIS_URL is required (no embedded Redis in prod)")
+            if self.secret_key == DEFAULT_SECRET:
+                problems.append("TIDEGATE_SECRET_KEY must be set to a secret of your own")
+            if self.simulator_url is not None or self.simulator != "off":
+                problems.append("TIDEGATE_SIMULATOR=off is required (no simulator in prod)")
+            if self.auth == "off":
+                problems.append("TIDEGATE_AUTH=off is not allowed in prod")
+            if problems:
+                raise ConfigurationError("refusing to start in prod: " + "; ".join(problems))
+        return self
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def redis_db_base(self) -> int:
+        return REDIS_DB_BASE[self.env]
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'tidegate.db'}"
+
+    def broker(self) -> str:
+        url = self.broker_url or self.redis_url
+        if url is None:
+            raise ConfigurationError("no broker: set TIDEGATE_BROKER_URL or TIDEGATE_REDIS_URL, "
+                                     "or run `tidegate up`, which starts an embedded Redis")
+        return with_redis_db(url, self.redis_db_base)
+
+    def state_redis(self) -> str:
+        if self.redis_url is None:
+            if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+                return with_redis_db(self.broker_url, self.redis_db_base + 1)
+            raise ConfigurationError("no Redis for shared state: set TIDEGATE_REDIS_URL "
+                                     "(needed beside RabbitMQ for rate limits and events)")
+        return with_redis_db(self.redis_url, self.redis_db_base + 1)
+
+    def cache_redis(self) -> str:
+        base = self.redis_url or self.broker_url or ""
+        return with_redis_db(base, self.redis_db_base + 2)
+
+    @property
+    def api_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "api_key"
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # pydantic's ValidationError: say which variable is wrong
+        raise ConfigurationError(f"invalid settings: {exc}") from None

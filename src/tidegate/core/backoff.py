@@ -1,0 +1,12 @@
+"""Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff and Jitter")."""
+
+from __future__ import annotations
+
+import random
+
+
+def full_jitter(attempt: int, *, base_s: float = 1.0, cap_s: float = 60.0,
+                rng: random.Random | None = None) -> float:
+    """A delay drawn uniformly from [0, min(cap, base * 2**(attempt-1))]."""
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return (rng or random).uniform(0.0, ceiling)

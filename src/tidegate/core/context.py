@@ -1,0 +1,92 @@
+"""What a job handler sees: its input, progress reporting, cancellation and checkpoints."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Generic, TypeVar
+
+from .errors import JobCancelled, LeaseLost
+from .models import Usage
+from .ports import JobStore
+
+T = TypeVar("T")
+
+
+class JobContext(Generic[T]):
+    """Handed to every handler. ``progress`` and ``checkpoint`` are also cancellation points."""
+
+    def __init__(self, *, job_id: str, tenant: str, job_type: str, attempt: int,
+                 max_attempts: int, input: T, store: JobStore, checkpoint: dict[str, Any],
+                 services: dict[str, Any] | None = None) -> None:
+        self.job_id = job_id
+        self.tenant = tenant
+        self.job_type = job_type
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.input = input
+        self._store = store
+        self._checkpoint = dict(checkpoint)
+        self.services = services or {}
+        self.cancel_event = threading.Event()
+        self.lease_lost = threading.Event()
+        self.usage = Usage()  # summed over this attempt; flushed with progress and finish
+        self._unflushed = Usage()
+        self._lock = threading.Lock()
+
+    # -- cancellation ---------------------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check(self) -> None:
+        """Raise if the job was cancelled or taken over; call between units of work."""
+        if self.lease_lost.is_set():
+            raise LeaseLost(self.job_id)
+        if self.cancel_event.is_set():
+            raise JobCancelled(self.job_id)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking at once on cancellation."""
+        if self.cancel_event.wait(max(0.0, seconds)):
+            self.check()
+        self.check()
+
+    # -- progress and usage -------------------------------------------------------------
+    def add_usage(self, usage: Usage) -> None:
+        with self._lock:
+            self.usage = self.usage.add(usage)
+            self._unflushed = self._unflushed.add(usage)
+
+    def take_unflushed_usage(self) -> Usage:
+        with self._lock:
+            delta, self._unflushed = self._unflushed, Usage()
+            return delta
+
+    def progress(self, percent: float, message: str = "") -> None:
+        self.check()
+        pct = max(0, min(100, int(percent)))
+        if not self._store.update_progress(self.job_id, attempt=self.attempt, progress=pct,
+                                           message=message,
+                                           usage_delta=self.take_unflushed_usage()):
+            self.lease_lost.set()
+            raise LeaseLost(self.job_id)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    @property
+    def saved(self) -> dict[str, Any]:
+        """What earlier attempts checkpointed (finished steps), so a retry resumes."""
+        return dict(self._checkpoint)
+
+    def save(self, key: str, value: Any, *, progress: float | None = None,
+             message: str = "") -> None:
+        """Checkpoint one finished step in the job row (and optionally report progress)."""
+        self.check()
+        self._checkpoint[key] = value
+        ok = self._store.update_progress(
+            self.job_id, attempt=self.attempt,
+            progress=-1 if progress is None else max(0, min(100, int(progress))),
+            message=message, checkpoint=self._checkpoint,
+            usage_delta=self.take_unflushed_usage())
+        if not ok:
+            self.lease_lost.set()
+            raise LeaseLost(self.job_id)

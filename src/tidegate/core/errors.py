@@ -1,0 +1,81 @@
+"""The one exception tree of the core. The API maps each class to an HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class TidegateError(Exception):
+    """Root of every error Tidegate raises on purpose. ``code`` is stable and machine-readable."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(TidegateError):
+    code = "not_found"
+
+
+class InvalidInput(TidegateError):
+    code = "invalid_input"
+
+
+class UnknownJobType(InvalidInput):
+    code = "unknown_job_type"
+
+
+class Conflict(TidegateError):
+    code = "conflict"
+
+
+class AlreadyTerminal(Conflict):
+    code = "job_finished"
+
+
+class Unauthorized(TidegateError):
+    code = "unauthorized"
+
+
+class Unavailable(TidegateError):
+    """A dependency (database, broker, Redis) cannot be reached right now."""
+
+    code = "unavailable"
+
+
+class ConfigurationError(TidegateError):
+    code = "configuration_error"
+
+
+# Control flow raised inside handlers; the runner turns each into a job transition.
+class JobCancelled(Exception):  # noqa: N818 - control flow, named for what happened
+    """The job was cancelled; the handler stops at this checkpoint."""
+
+
+class LeaseLost(Exception):  # noqa: N818
+    """Another worker took this job over (our lease expired); stop without writing anything."""
+
+
+class RetryLater(Exception):  # noqa: N818
+    """Give the worker slot back and run the job again after ``delay_s``.
+
+    ``counts_as_attempt`` is False when waiting for provider quota: waiting is not failing.
+    """
+
+    def __init__(self, delay_s: float, *, reason: str, counts_as_attempt: bool = True,
+                 error_code: str = "retry", error_message: str = "") -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+        self.reason = reason
+        self.counts_as_attempt = counts_as_attempt
+        self.error_code = error_code
+        self.error_message = error_message or reason
+
+
+class JobFailed(Exception):  # noqa: N818
+    """A permanent failure with a clear code; the job ends ``failed`` at once."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

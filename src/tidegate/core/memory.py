@@ -1,0 +1,278 @@
+"""In-memory implementations of the ports, shipped for unit tests and experiments.
+
+They follow the same conditional-update semantics as the SQL store; the contract tests run one
+body against both.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from .models import ApiKey, Job, JobEvent, Page, Usage
+from .statuses import TERMINAL, WAITING, Status
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    from .errors import InvalidInput
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(at), job_id
+    except Exception:
+        raise InvalidInput("invalid cursor") from None
+
+
+class InMemoryJobStore:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._events: list[JobEvent] = []
+        self._keys: dict[str, tuple[ApiKey, str]] = {}
+        self._lock = threading.RLock()
+
+    def _copy(self, job: Job) -> Job:
+        return copy.deepcopy(job)
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        with self._lock:
+            if job.idempotency_key is not None:
+                for existing in self._jobs.values():
+                    if (existing.tenant, existing.idempotency_key) == (job.tenant,
+                                                                       job.idempotency_key):
+                        return self._copy(existing), False
+            self._jobs[job.id] = self._copy(job)
+            self._events.append(JobEvent(job.id, "submitted", job.created_at, 0,
+                                         {"priority": job.priority.value}, len(self._events) + 1))
+            return self._copy(job), True
+
+    def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or (tenant is not None and job.tenant != tenant):
+                return None
+            return self._copy(job)
+
+    def list(self, *, tenant: str | None, status: Status | None = None, type: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> Page:
+        with self._lock:
+            jobs = [j for j in self._jobs.values()
+                    if (tenant is None or j.tenant == tenant)
+                    and (status is None or j.status == status)
+                    and (type is None or j.type == type)]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        if cursor:
+            at, cid = decode_cursor(cursor)
+            jobs = [j for j in jobs if (j.created_at, j.id) < (at, cid)]
+        page = jobs[: limit + 1]
+        more = len(page) > limit
+        page = page[:limit]
+        return Page([self._copy(j) for j in page],
+                    encode_cursor(page[-1]) if more and page else None)
+
+    def mark_dispatched(self, job_id: str, at: datetime) -> None:
+        with self._lock:
+            if job_id in self._jobs:
+                self._jobs[job_id].dispatched_at = at
+
+    def claim(self, job_id: str, *, owner: str, lease_until: datetime,
+              now: datetime) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if (job is None or job.status not in WAITING or job.cancel_requested
+                    or (job.not_before is not None and job.not_before > now)):
+                return None
+            job.status = Status.RUNNING
+            job.attempts += 1
+            job.lease_owner, job.lease_expires_at = owner, lease_until
+            job.started_at = job.started_at or now
+            job.updated_at = now
+            return self._copy(job)
+
+    def _running(self, job_id: str, attempt: int) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not Status.RUNNING or job.attempts != attempt:
+            return None
+        return job
+
+    def renew_lease(self, job_id: str, *, attempt: int, owner: str,
+                    lease_until: datetime) -> tuple[bool, bool]:
+        with self._lock:
+            job = self._running(job_id, attempt)
+            if job is None or job.lease_owner != owner:
+                return False, False
+            job.lease_expires_at = lease_until
+            return True, job.cancel_requested
+
+    def update_progress(self, job_id: str, *, attempt: int, progress: int, message: str,
+                        checkpoint: dict[str, Any] | None = None,
+                        usage_delta: Usage | None = None) -> bool:
+        with self._lock:
+            job = self._running(job_id, attempt)
+            if job is None:
+                return False
+            if progress >= 0:
+                job.progress = progress
+            if message:
+                job.message = message
+            if checkpoint is not None:
+                job.checkpoint = copy.deepcopy(checkpoint)
+            if usage_delta is not None:
+                job.usage = job.usage.add(usage_delta)
+            return True
+
+    def finish(self, job_id: str, *, attempt: int, status: Status, now: datetime,
+               result: Any = None, error_code: str | None = None,
+               error_message: str | None = None, usage_delta: Usage | None = None,
+               not_before: datetime | None = None, refund_attempt: bool = False) -> bool:
+        with self._lock:
+            job = self._running(job_id, attempt)
+            if job is None:
+                return False
+            job.status = status
+            job.updated_at = now
+            job.lease_owner = job.lease_expires_at = None
+            if usage_delta is not None:
+                job.usage = job.usage.add(usage_delta)
+            if status is Status.SUCCEEDED:
+                job.result, job.progress = copy.deepcopy(result), 100
+                job.error_code = job.error_message = None
+            else:
+                job.error_code, job.error_message = error_code, error_message
+            if status in TERMINAL:
+                job.finished_at = now
+            job.not_before = not_before
+            if status is Status.RETRYING:  # the next send is due; the sweep watches for it
+                job.dispatched_at = None
+            if refund_attempt:
+                job.attempts -= 1
+            return True
+
+    def request_cancel(self, job_id: str, *, tenant: str | None, now: datetime) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or (tenant is not None and job.tenant != tenant):
+                return None
+            if job.status in WAITING:
+                job.status, job.finished_at = Status.CANCELLED, now
+                job.error_code, job.error_message = "cancelled", "cancelled on request"
+            elif job.status is Status.RUNNING:
+                job.cancel_requested = True
+            else:
+                return None
+            job.updated_at = now
+            self._events.append(JobEvent(job_id, "cancel_requested", now, job.attempts, {},
+                                         len(self._events) + 1))
+            return self._copy(job)
+
+    def requeue(self, job_id: str, *, from_status: Status, attempt: int, now: datetime,
+                reset_attempts: bool = False) -> bool:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status is not from_status or job.attempts != attempt:
+                return False
+            job.status = Status.QUEUED
+            job.lease_owner = job.lease_expires_at = None
+            job.not_before = job.finished_at = job.dispatched_at = None
+            job.updated_at = now
+            if reset_attempts:
+                job.attempts = 0
+                job.error_code = job.error_message = None
+            return True
+
+    def expired_leases(self, now: datetime, limit: int = 100) -> Sequence[Job]:
+        with self._lock:
+            return [self._copy(j) for j in self._jobs.values()
+                    if j.status is Status.RUNNING and j.lease_expires_at is not None
+                    and j.lease_expires_at < now][:limit]
+
+    def undispatched(self, *, older_than: datetime, redispatch_before: datetime,
+                     now: datetime, limit: int = 500) -> Sequence[Job]:
+        with self._lock:
+            out = []
+            for j in self._jobs.values():
+                if j.status not in WAITING or j.cancel_requested:
+                    continue
+                if j.dispatched_at is None:
+                    if j.updated_at < older_than:
+                        out.append(j)
+                elif j.dispatched_at < redispatch_before and \
+                        (j.not_before is None or j.not_before <= now):
+                    out.append(j)
+            return [self._copy(j) for j in out[:limit]]
+
+    def purge(self, *, finished_before: datetime, failed_before: datetime) -> int:
+        with self._lock:
+            doomed = {j.id for j in self._jobs.values()
+                      if j.finished_at is not None
+                      and ((j.status is Status.FAILED and j.finished_at < failed_before)
+                           or (j.status in (Status.SUCCEEDED, Status.CANCELLED)
+                               and j.finished_at < finished_before))}
+            for job_id in doomed:
+                del self._jobs[job_id]
+            self._events = [e for e in self._events if e.job_id not in doomed]
+            return len(doomed)
+
+    def add_event(self, event: JobEvent) -> None:
+        with self._lock:
+            self._events.append(replace(event, id=len(self._events) + 1))
+
+    def events(self, job_id: str, *, after_id: int = 0) -> list[JobEvent]:
+        with self._lock:
+            return [e for e in self._events if e.job_id == job_id and (e.id or 0) > after_id]
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._lock:
+            counts: dict[str, int] = {s.value: 0 for s in Status}
+            for j in self._jobs.values():
+                counts[j.status.value] += 1
+            return counts
+
+    def add_key(self, key: ApiKey, key_hash: str) -> None:
+        with self._lock:
+            self._keys[key_hash] = (key, key_hash)
+
+    def tenant_for_key(self, key_hash: str) -> str | None:
+        with self._lock:
+            found = self._keys.get(key_hash)
+            if found is None or found[0].revoked_at is not None:
+                return None
+            return found[0].tenant
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._lock:
+            return [k for k, _ in self._keys.values()]
+
+    def ping(self) -> None:
+        return None
+
+
+class InMemoryDispatcher:
+    """Records sends; ``down`` simulates a broker outage."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, float]] = []
+        self.down = False
+
+    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0) -> None:
+        from .errors import Unavailable
+
+        if self.down:
+            raise Unavailable("broker is down")
+        self.sent.append((job_id, queue, countdown_s))
+
+    def ping(self) -> None:
+        from .errors import Unavailable
+
+        if self.down:
+            raise Unavailable("broker is down")

@@ -1,0 +1,73 @@
+"""Job types: a decorator names the type, its input model and its default priority."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import InvalidInput, UnknownJobType
+from .statuses import Priority
+
+if TYPE_CHECKING:
+    from .context import JobContext
+
+Handler = Callable[["JobContext[Any]"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobType:
+    name: str
+    input_model: type[BaseModel]
+    priority: Priority
+    handler: Handler
+    max_attempts: int = 3
+    description: str = ""
+
+    def validate(self, data: Any) -> BaseModel:
+        try:
+            return self.input_model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "input"
+            raise InvalidInput(
+                f"invalid input for job type {self.name!r}: {where}: {first['msg']}"
+                + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
+            ) from None
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+
+    def job_type(self, name: str, *, input_model: type[BaseModel], priority: Priority | str,
+                 max_attempts: int = 3, description: str = "") -> Callable[[Handler], Handler]:
+        """Register ``fn`` as the handler of job type ``name``."""
+
+        def register(fn: Handler) -> Handler:
+            if name in self._types:
+                raise ValueError(f"job type {name!r} is already registered")
+            self._types[name] = JobType(name, input_model, Priority(priority), fn,
+                                        max_attempts, description or (fn.__doc__ or "").strip())
+            return fn
+
+        return register
+
+    def get(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            known = ", ".join(sorted(self._types)) or "none"
+            raise UnknownJobType(f"unknown job type {name!r}; known types: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+
+registry = Registry()
+"""The process-wide registry the built-in job types register into (see ``tidegate.jobs``)."""

@@ -1,0 +1,112 @@
+"""Use cases behind the API and CLI: submit, read, list, cancel, replay."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from .errors import AlreadyTerminal, InvalidInput, NotFound, Unavailable
+from .models import Job, JobEvent, Page, new_job_id, utcnow
+from .ports import Dispatcher, JobStore
+from .registry import Registry
+from .statuses import TERMINAL, Priority, Status
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+class JobService:
+    def __init__(self, store: JobStore, dispatcher: Dispatcher, registry: Registry, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self.clock = clock
+
+    def submit(self, *, tenant: str, type: str, input: Any, priority: str | None = None,
+               metadata: dict[str, Any] | None = None,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Validate, commit the row, then hand the id to the broker.
+
+        Returns (job, created). The row is the promise: if the broker is down the job stays
+        queued and undispatched, and the sweep sends it when the broker is back.
+        """
+        job_type = self.registry.get(type)
+        validated = job_type.validate(input)
+        if priority is not None:
+            try:
+                prio = Priority(priority)
+            except ValueError:
+                raise InvalidInput(
+                    f"invalid priority {priority!r}; use high, medium or low") from None
+        else:
+            prio = job_type.priority
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        job = Job(id=new_job_id(), tenant=tenant, type=type, priority=prio,
+                  input=validated.model_dump(mode="json", exclude_unset=False),
+                  metadata=dict(metadata or {}), idempotency_key=idempotency_key,
+                  max_attempts=job_type.max_attempts, created_at=self.clock(),
+                  updated_at=self.clock())
+        job, created = self.store.create(job)
+        if created:
+            self.dispatch(job)
+        return job, created
+
+    def dispatch(self, job: Job, *, countdown_s: float = 0.0) -> bool:
+        try:
+            self.dispatcher.send(job.id, queue=job.priority.value, countdown_s=countdown_s)
+        except Unavailable as exc:
+            # Accepted anyway: the sweep re-sends undispatched rows once the broker is back.
+            log.warning("broker unavailable, job %s stays queued for the sweep: %s", job.id, exc)
+            return False
+        self.store.mark_dispatched(job.id, self.clock())
+        return True
+
+    def get(self, job_id: str, *, tenant: str | None) -> Job:
+        job = self.store.get(job_id, tenant=tenant)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
+    def list(self, *, tenant: str | None, status: str | None = None, type: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> Page:
+        st: Status | None = None
+        if status is not None:
+            try:
+                st = Status(status)
+            except ValueError:
+                raise InvalidInput(f"invalid status {status!r}; use one of: "
+                                   + ", ".join(s.value for s in Status)) from None
+        if not 1 <= limit <= 500:
+            raise InvalidInput("limit must be between 1 and 500")
+        return self.store.list(tenant=tenant, status=st, type=type, limit=limit, cursor=cursor)
+
+    def cancel(self, job_id: str, *, tenant: str | None) -> Job:
+        """Cancel is recorded on the row: a waiting job never starts, a running one stops at
+        its next checkpoint."""
+        job = self.get(job_id, tenant=tenant)
+        if job.status in TERMINAL:
+            raise AlreadyTerminal(f"job {job_id!r} is already {job.status.value}")
+        updated = self.store.request_cancel(job_id, tenant=tenant, now=self.clock())
+        if updated is None:  # it finished between our read and the update
+            job = self.get(job_id, tenant=tenant)
+            raise AlreadyTerminal(f"job {job_id!r} is already {job.status.value}")
+        return updated
+
+    def retry(self, job_id: str, *, tenant: str | None) -> Job:
+        """Replay a dead-lettered (failed) job with a fresh attempt budget."""
+        job = self.get(job_id, tenant=tenant)
+        if job.status is not Status.FAILED:
+            raise AlreadyTerminal(
+                f"only failed jobs can be retried; job {job_id!r} is {job.status.value}")
+        if not self.store.requeue(job_id, from_status=Status.FAILED, attempt=job.attempts,
+                                  now=self.clock(), reset_attempts=True):
+            raise AlreadyTerminal(f"job {job_id!r} changed while being retried")
+        self.store.add_event(JobEvent(job_id, "replayed", self.clock(), job.attempts))
+        job = self.get(job_id, tenant=tenant)
+        self.dispatch(job)
+        return job

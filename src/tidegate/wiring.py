@@ -1,0 +1,52 @@
+"""Builds the object graph (engine, store, broker, service) from Settings. No import-time work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import sqlalchemy as sa
+from celery import Celery
+
+from .adapters.celery_app import create_celery
+from .adapters.dispatch import CeleryDispatcher
+from .adapters.sql import SqlJobStore, make_engine
+from .config import Settings
+from .core.registry import Registry
+from .core.service import JobService
+
+
+@dataclass
+class Container:
+    settings: Settings
+    registry: Registry
+
+    @cached_property
+    def engine(self) -> sa.Engine:
+        return make_engine(self.settings.database)
+
+    @cached_property
+    def store(self) -> SqlJobStore:
+        return SqlJobStore(self.engine)
+
+    @cached_property
+    def celery(self) -> Celery:
+        return create_celery(self.settings)
+
+    @cached_property
+    def dispatcher(self) -> CeleryDispatcher:
+        return CeleryDispatcher(self.celery)
+
+    @cached_property
+    def service(self) -> JobService:
+        return JobService(self.store, self.dispatcher, self.registry)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+def build_container(settings: Settings) -> Container:
+    from .jobs import load_builtin_jobs
+
+    return Container(settings=settings, registry=load_builtin_jobs())

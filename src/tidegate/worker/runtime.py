@@ -1,0 +1,53 @@
+"""One Runtime per worker process, built lazily after fork (engines must not cross a fork)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from ..config import Settings, load_settings
+from ..core.runner import Runner, RunnerConfig
+from ..wiring import Container, build_container
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    container: Container
+    runner: Runner
+    pid: int
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_settings: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Set the settings the worker process will build its runtime from."""
+    global _settings
+    _settings = settings
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            settings = _settings or load_settings()
+            container = build_container(settings)
+            worker_id = f"{socket.gethostname()}/{os.getpid()}"
+            runner = Runner(container.store, container.registry, worker_id=worker_id,
+                            config=RunnerConfig(lease_s=settings.lease_s,
+                                                heartbeat_s=settings.heartbeat_s),
+                            services=build_services(container))
+            _runtime = Runtime(container, runner, os.getpid())
+        return _runtime
+
+
+def build_services(container: Container) -> dict[str, object]:
+    """What handlers reach through ``ctx.services`` (LLM clients join here)."""
+    return {"settings": container.settings}
