@@ -3,6 +3,7 @@ backoff (and says so), and stops them all on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,10 +104,8 @@ class Supervisor:
             for child in group:
                 child.next_start = 0.0
                 if child.proc and child.proc.poll() is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(child.proc.pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
             deadline = time.monotonic() + self.grace_s
             for child in group:
                 if child.proc is None:
@@ -116,8 +115,6 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     self.say(f"{'tidegate':<{self._width}} | {child.name} did not stop in "
                              f"{self.grace_s:.0f}s; killing it")
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(child.proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                     child.proc.wait(timeout=5)

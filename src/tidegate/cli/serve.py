@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Run")(worker)
     app.command(rich_help_panel="Run")(beat)
     app.command(rich_help_panel="Run")(flower)
+    from ..providers.simulator.cli import simulate
+
+    app.command(rich_help_panel="Run")(simulate)
     db = typer.Typer(help="Database migrations.", no_args_is_help=True)
     db.command("upgrade")(db_upgrade)
     db.command("current")(db_current)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,7 +98,5 @@ class Sweeper:
         return n
 
     def _event(self, job_id: str, kind: str, attempt: int, **detail: object) -> None:
-        try:
+        with contextlib.suppress(Unavailable):
             self.store.add_event(JobEvent(job_id, kind, self.clock(), attempt, dict(detail)))
-        except Unavailable:
-            pass

@@ -17,7 +17,7 @@ def create_worker_app(settings: Settings) -> Celery:
     runtime.configure(settings)
     app = create_celery(settings)
 
-    @app.task(name=RUN_JOB, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=RUN_JOB, shared=False, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(job_id: str) -> str:
         """Run one delivery of a job. Never raises: the row records every outcome."""
         if not isinstance(job_id, str) or len(job_id) > 64:

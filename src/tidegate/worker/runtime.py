@@ -29,8 +29,11 @@ _settings: Settings | None = None
 
 def configure(settings: Settings) -> None:
     """Set the settings the worker process will build its runtime from."""
-    global _settings
-    _settings = settings
+    global _settings, _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.container.close()
+        _settings, _runtime = settings, None
 
 
 def get_runtime() -> Runtime:

@@ -6,6 +6,7 @@ when every worker is busy, crashed or stopped: that is exactly when the sweep is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -66,9 +67,7 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
                     log.exception("sweep failed")
             stop.wait(settings.sweep_interval_s)
     finally:
-        try:
+        with contextlib.suppress(redis.RedisError):
             lock.release()
-        except redis.RedisError:
-            pass
         container.close()
         log.info("scheduler stopped")

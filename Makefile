@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-fast lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## Run Tidegate on this machine: embedded Redis, SQLite, simulator, API on :8000, a worker.
+run: $(BIN)/.installed
+	$(BIN)/tidegate up
+
+## Run the whole test suite (unit, contract, integration, end-to-end, fault injection).
+test: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest
+
+## The quick part: everything but the slow end-to-end and fault scenarios.
+test-fast: $(BIN)/.installed
+	$(BIN)/pytest -m "not slow"
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

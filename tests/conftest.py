@@ -1,0 +1,96 @@
+"""Shared fixtures: stores (in-memory, SQLite, PostgreSQL) and brokers (Redis, RabbitMQ)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.services import AMQP_URL, REDIS_URL, fresh_pg_database, need
+from tidegate.adapters.sql import SqlJobStore, make_engine
+from tidegate.adapters.sql.migrate import upgrade
+from tidegate.adapters.sql.tables import metadata
+from tidegate.core.memory import InMemoryJobStore
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+
+
+def _truncate(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tidegate.db'}"
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[SqlJobStore]:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    yield SqlJobStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_store(pg_database: str) -> Iterator[SqlJobStore]:
+    engine = make_engine(pg_database)
+    _truncate(engine)
+    yield SqlJobStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> object:
+    """One test body, every JobStore: the in-memory fake and both SQL databases."""
+    if request.param == "memory":
+        return InMemoryJobStore()
+    return request.getfixturevalue(f"{'pg' if request.param == 'postgresql' else 'sqlite'}_store")
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Every broker Tidegate supports, with its queues emptied first."""
+    url = REDIS_URL if request.param == "redis" else AMQP_URL
+    need(url, 6379 if request.param == "redis" else 5672, request.param)
+    _purge(url)
+    return url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    need(REDIS_URL, 6379, "Redis")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    return REDIS_URL
+
+
+def _purge(url: str) -> None:
+    from kombu import Connection
+
+    from tidegate.core.statuses import QUEUES
+
+    if url.startswith("redis"):
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        return
+    with Connection(url, connect_timeout=3) as conn:
+        channel = conn.channel()
+        for q in QUEUES:
+            try:
+                channel.queue_purge(q)
+            except Exception:
+                channel = conn.channel()

@@ -1,0 +1,171 @@
+"""`tidegate up` as a user runs it: a subprocess on free ports with its own data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import AMQP_URL, REDIS_URL, fresh_pg_database, need
+from tidegate.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[str]
+    url: str
+    key: str
+    env: dict[str, str]
+    log: Path
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tidegate", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"},
+                            timeout=10)
+
+
+def start_up(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Up:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    env.update({"TIDEGATE_DATA_DIR": str(tmp_path / "data"), "TIDEGATE_PORT": str(port),
+                "TIDEGATE_SIMULATOR_PORT": str(free_port()),
+                "TIDEGATE_URL": f"http://127.0.0.1:{port}", "COLUMNS": "120"})
+    env.update(extra_env or {})
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen([sys.executable, "-m", "tidegate", "up"], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    key_file = tmp_path / "data" / "api_key"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"tidegate up exited early:\n{log.read_text()[-3000:]}")
+        if "Tidegate is running" in log.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError(f"tidegate up did not start:\n{log.read_text()[-3000:]}")
+    return Up(proc, f"http://127.0.0.1:{port}", key_file.read_text().strip(), env, log)
+
+
+def stop_up(up: Up) -> int:
+    if up.proc.poll() is None:
+        up.proc.send_signal(signal.SIGTERM)
+    try:
+        return up.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        up.proc.kill()
+        raise
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def exercise(up: Up) -> None:
+    with up.http() as client:
+        r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "via http"}})
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["job_id"])
+        assert job["status"] == "succeeded" and job["result"]["text"] == "via http"
+
+        done = up.cli("submit", "echo", "--input", '{"text": "via cli", "sleep_s": 1}', "--wait")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "succeeded" in done.stdout and "via cli" in done.stdout
+
+        job_id = up.cli("submit", "echo", "--input", '{"sleep_s": 30}').stdout.split()[-1]
+        cancel = up.cli("cancel", job_id)
+        assert cancel.returncode == 0, cancel.stderr
+        assert wait_job(client, job_id)["status"] == "cancelled"
+
+        listing = up.cli("jobs", "--limit", "5")
+        assert listing.returncode == 0 and "echo" in listing.stdout
+        queues = up.cli("queues")
+        assert queues.returncode == 0 and "medium" in queues.stdout, queues.stderr
+        shown = up.cli("status", job_id, "--json")
+        assert json.loads(shown.stdout)["status"] == "cancelled"
+        missing = up.cli("status", "no-such-job")
+        assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_up_embedded(tmp_path: Path) -> None:
+    up = start_up(tmp_path)
+    try:
+        exercise(up)
+        log = up.log.read_text()
+        assert "API key" in log and "/docs" in log
+    finally:
+        code = stop_up(up)
+    assert code == 0, up.log.read_text()[-2000:]
+    assert "stopped" in up.log.read_text()
+    assert (tmp_path / "data" / "redis" / "appendonly.aof").exists()
+
+
+def test_up_restarts_a_crashed_child(tmp_path: Path) -> None:
+    up = start_up(tmp_path)
+    try:
+        import re
+
+        pids = [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
+                                           up.log.read_text())]
+        assert pids, "API pid not in the log"
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = up.log.read_text()
+            if "api exited" in text and text.count("Started server process") >= 2:
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the API was not restarted:\n" + up.log.read_text()[-2000:])
+        with up.http() as client:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.3)
+            assert client.get("/healthz").status_code == 200
+    finally:
+        assert stop_up(up) == 0
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url
+
+
+def test_up_on_postgresql_and_rabbitmq(tmp_path: Path, pg_url: str) -> None:
+    need(AMQP_URL, 5672, "RabbitMQ")
+    need(REDIS_URL, 6379, "Redis")
+    up = start_up(tmp_path, {"TIDEGATE_DATABASE_URL": pg_url, "TIDEGATE_BROKER_URL": AMQP_URL,
+                             "TIDEGATE_REDIS_URL": REDIS_URL})
+    try:
+        log = up.log.read_text()
+        assert "(embedded)" not in log and "amqp://guest:***@" in log
+        assert "redis  |" not in log  # nothing embedded was started
+        exercise(up)
+    finally:
+        assert stop_up(up) == 0

@@ -1,0 +1,185 @@
+"""The HTTP contract over a real SQLite store and a real Redis broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tidegate.adapters.sql import SqlJobStore, make_engine
+from tidegate.adapters.sql.migrate import upgrade
+from tidegate.api.app import create_app
+from tidegate.core.keys import create_key
+
+from .helpers import settings_for
+
+
+def _client(settings) -> tuple[TestClient, dict[str, str], dict[str, str]]:
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    store = SqlJobStore(engine)
+    a, _ = create_key(store, tenant="acme", secret=settings.secret_key)
+    b, _ = create_key(store, tenant="zeta", secret=settings.secret_key)
+    engine.dispose()
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    return client, {"Authorization": f"Bearer {a}"}, {"Authorization": f"Bearer {b}"}
+
+
+@pytest.fixture
+def api(tmp_path: Path, redis_url: str) -> Iterator[tuple[TestClient, dict, dict]]:
+    settings = settings_for(tmp_path, redis_url=redis_url)
+    client, a, b = _client(settings)
+    with client:
+        yield client, a, b
+
+
+def test_submit_get_list_cancel(api) -> None:
+    client, a, b = api
+    r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"}}, headers=a)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["priority"] == "medium"
+    job_id = body["job_id"]
+    job = client.get(f"/v1/jobs/{job_id}", headers=a).json()
+    assert job["type"] == "echo" and job["progress"] == 0 and job["error"] is None
+    assert job["usage"] == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    listed = client.get("/v1/jobs", params={"status": "queued"}, headers=a).json()
+    assert [j["job_id"] for j in listed["jobs"]] == [job_id] and listed["next_cursor"] is None
+    assert client.get("/status/" + job_id, headers=a).json()["state"] == "PENDING"
+    cancelled = client.delete(f"/v1/jobs/{job_id}", headers=a)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = client.delete(f"/v1/jobs/{job_id}", headers=a)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+    assert client.get("/status/" + job_id, headers=a).json()["state"] == "REVOKED"
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job_id}/history", headers=a).json()]
+    assert kinds[0] == "submitted" and "cancel_requested" in kinds
+
+
+def test_other_tenants_job_is_404_everywhere(api) -> None:
+    client, a, b = api
+    job_id = client.post("/v1/jobs", json={"type": "echo"}, headers=a).json()["job_id"]
+    for method, path in (("GET", f"/v1/jobs/{job_id}"), ("DELETE", f"/v1/jobs/{job_id}"),
+                         ("POST", f"/v1/jobs/{job_id}/retry"), ("GET", f"/status/{job_id}"),
+                         ("GET", f"/v1/jobs/{job_id}/history"),
+                         ("GET", f"/v1/jobs/{job_id}/events")):
+        r = client.request(method, path, headers=b)
+        assert r.status_code == 404, (method, path, r.text)
+        assert r.json()["error"]["code"] == "not_found"
+    assert client.get("/v1/jobs", headers=b).json()["jobs"] == []
+
+
+def test_auth_is_required(api) -> None:
+    client, _, _ = api
+    assert client.get("/v1/jobs").status_code == 401
+    r = client.get("/v1/jobs", headers={"Authorization": "Bearer tg_wrong"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"type": "nope"}, "unknown_job_type"),
+    ({"type": "echo", "input": {"sleep_s": -1}}, "invalid_input"),
+    ({"type": "echo", "priority": "urgent"}, "invalid_request"),
+    ({"input": {}}, "invalid_request"),
+    ([1, 2], "invalid_request"),
+])
+def test_bad_input_is_422_and_changes_nothing(api, body, code) -> None:
+    client, a, _ = api
+    r = client.post("/v1/jobs", json=body, headers=a)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+    assert client.get("/v1/jobs", headers=a).json()["jobs"] == []
+
+
+def test_malformed_json_and_unknown_ids(api) -> None:
+    client, a, _ = api
+    r = client.post("/v1/jobs", content=b"{nope", headers={**a, "content-type":
+                                                              "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    for path in ("/v1/jobs/does-not-exist", "/status/x" * 1, "/v1/jobs/" + "z" * 300):
+        r = client.get(path, headers=a)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert client.get("/v1/jobs", params={"cursor": "garbage!!"}, headers=a).status_code == 422
+    assert client.get("/v1/jobs", params={"status": "weird"}, headers=a).status_code == 422
+    assert client.get("/v1/jobs", params={"limit": 0}, headers=a).status_code == 422
+    assert client.get("/no/such/route").status_code == 404
+
+
+def test_oversized_body_is_413(api) -> None:
+    client, a, _ = api
+    big = b'{"type": "echo", "input": {"text": "' + b"x" * (1024 * 1024 + 10) + b'"}}'
+    r = client.post("/v1/jobs", content=big, headers={**a, "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield b'{"type": "echo", "input": {"text": "'
+        for _ in range(40):
+            yield b"y" * 32768
+        yield b'"}}'
+
+    r = client.post("/v1/jobs", content=chunks(), headers={**a, "content-type":
+                                                               "application/json"})
+    assert r.status_code == 413
+    assert client.get("/v1/jobs", headers=a).json()["jobs"] == []
+
+
+def test_idempotency_key(api) -> None:
+    client, a, b = api
+    headers = {**a, "Idempotency-Key": "order-17"}
+    first = client.post("/v1/jobs", json={"type": "echo"}, headers=headers).json()["job_id"]
+    second = client.post("/v1/jobs", json={"type": "echo"}, headers=headers).json()["job_id"]
+    other = client.post("/v1/jobs", json={"type": "echo"},
+                        headers={**b, "Idempotency-Key": "order-17"}).json()["job_id"]
+    assert first == second != other
+
+
+def test_generate_alias_explains_until_reports_exist(api) -> None:
+    client, a, _ = api
+    r = client.post("/generate", json={"startup": "TeslaAI"}, headers=a)
+    if r.status_code == 202:  # the report job type is installed
+        assert r.json()["status"] == "queued"
+    else:
+        assert r.status_code == 422 and "startup_report" in r.json()["error"]["message"]
+
+
+def test_health_ready_queues_and_docs(api) -> None:
+    client, a, _ = api
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok",
+                                                                  "broker": "ok"}
+    q = client.get("/v1/queues", headers=a)
+    assert q.status_code == 200
+    assert [x["name"] for x in q.json()["queues"]] == ["high", "medium", "low"]
+    assert client.get("/docs").status_code == 200
+    assert "/v1/jobs" in client.get("/openapi.json").json()["paths"]
+
+
+def test_database_down_is_503_fast(tmp_path: Path, redis_url: str) -> None:
+    settings = settings_for(tmp_path, redis_url=redis_url,
+                            database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    r = client.post("/v1/jobs", json={"type": "echo"},
+                    headers={"Authorization": "Bearer tg_anything"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert client.get("/readyz").status_code == 503
+
+
+def test_broker_down_still_accepts(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, redis_url="redis://127.0.0.1:1")
+    client, a, _ = _client(settings)
+    r = client.post("/v1/jobs", json={"type": "echo"}, headers=a)
+    assert r.status_code == 202  # committed; the sweep dispatches it when the broker is back
+    job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
+    assert job["status"] == "queued"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/v1/queues", headers=a).status_code == 503
+
+
+def test_auth_off(tmp_path: Path, redis_url: str) -> None:
+    settings = settings_for(tmp_path, redis_url=redis_url, auth="off")
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    client = TestClient(create_app(settings))
+    assert client.post("/v1/jobs", json={"type": "echo"}).status_code == 202
