@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=7200, ge=60)
     worker_concurrency: int = Field(default=8, ge=1)
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    shutdown_grace_s: float = Field(default=10.0, ge=0, description="a stopping worker lets "
+                                    "running jobs finish this long, then hands them back")
+    job_modules: str = Field(default="", description="comma-separated modules that register "
+                             "your own job types, imported by the API and the workers")
     sweep_interval_s: float = Field(default=10.0, gt=0)
     dispatch_grace_s: float = Field(default=10.0, ge=0)
     redispatch_after_s: float = Field(default=600.0, gt=0)

@@ -49,4 +49,4 @@ class Container:
 def build_container(settings: Settings) -> Container:
     from .jobs import load_builtin_jobs
 
-    return Container(settings=settings, registry=load_builtin_jobs())
+    return Container(settings=settings, registry=load_builtin_jobs(settings.job_modules))

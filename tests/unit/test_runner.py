@@ -132,3 +132,15 @@ def test_broker_down_still_accepts(env) -> None:
     dispatcher.down = True
     job, created = service.submit(tenant="t", type="ok", input={})
     assert created and store.get(job.id).dispatched_at is None
+
+
+def test_stopping_worker_hands_the_job_back(env) -> None:
+    service, runner, store, _, calls = env
+    job, _ = service.submit(tenant="t", type="steps", input={})
+    runner.stopping.set()
+    out = runner.run(job.id)
+    assert out.kind == "retry" and out.delay_s == 0
+    got = store.get(job.id)
+    assert got.status is Status.RETRYING and got.attempts == 0  # the attempt is not spent
+    assert got.lease_owner is None and calls == ["a"]
+    assert "handed_back" in [e.kind for e in store.events(job.id)]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Generic, TypeVar
 
-from .errors import JobCancelled, LeaseLost
+from .errors import JobCancelled, LeaseLost, WorkerStopping
 from .models import Usage
 from .ports import JobStore
 
@@ -17,7 +18,8 @@ class JobContext(Generic[T]):
 
     def __init__(self, *, job_id: str, tenant: str, job_type: str, attempt: int,
                  max_attempts: int, input: T, store: JobStore, checkpoint: dict[str, Any],
-                 services: dict[str, Any] | None = None) -> None:
+                 services: dict[str, Any] | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.job_id = job_id
         self.tenant = tenant
         self.job_type = job_type
@@ -29,6 +31,8 @@ class JobContext(Generic[T]):
         self.services = services or {}
         self.cancel_event = threading.Event()
         self.lease_lost = threading.Event()
+        # Set by the worker when its shutdown grace is over: stop and hand the job back.
+        self.stopping = stopping or threading.Event()
         self.usage = Usage()  # summed over this attempt; flushed with progress and finish
         self._unflushed = Usage()
         self._lock = threading.Lock()
@@ -44,11 +48,21 @@ class JobContext(Generic[T]):
             raise LeaseLost(self.job_id)
         if self.cancel_event.is_set():
             raise JobCancelled(self.job_id)
+        if self.stopping.is_set():
+            raise WorkerStopping(self.job_id)
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the handler should stop at once (cancelled, taken over, shutting down)."""
+        return (self.cancel_event.is_set() or self.lease_lost.is_set()
+                or self.stopping.is_set())
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, waking at once on cancellation."""
-        if self.cancel_event.wait(max(0.0, seconds)):
+        """Sleep, waking within a moment of cancellation or shutdown."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while (left := deadline - time.monotonic()) > 0:
             self.check()
+            self.cancel_event.wait(min(left, 0.25))
         self.check()
 
     # -- progress and usage -------------------------------------------------------------

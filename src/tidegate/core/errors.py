@@ -56,6 +56,10 @@ class LeaseLost(Exception):  # noqa: N818
     """Another worker took this job over (our lease expired); stop without writing anything."""
 
 
+class WorkerStopping(Exception):  # noqa: N818
+    """The worker is shutting down and its grace period is over: hand the job back."""
+
+
 class RetryLater(Exception):  # noqa: N818
     """Give the worker slot back and run the job again after ``delay_s``.
 

@@ -12,7 +12,15 @@ from typing import Any
 
 from .backoff import full_jitter
 from .context import JobContext
-from .errors import InvalidInput, JobCancelled, JobFailed, LeaseLost, RetryLater, UnknownJobType
+from .errors import (
+    InvalidInput,
+    JobCancelled,
+    JobFailed,
+    LeaseLost,
+    RetryLater,
+    UnknownJobType,
+    WorkerStopping,
+)
 from .models import JobEvent, utcnow
 from .ports import JobStore
 from .registry import Registry
@@ -49,6 +57,8 @@ class Runner:
         self.config = config or RunnerConfig()
         self.clock = clock
         self.services = services or {}
+        # Set when the worker's shutdown grace is over; handlers stop at their next checkpoint.
+        self.stopping = threading.Event()
 
     def _event(self, job_id: str, kind: str, attempt: int, **detail: Any) -> None:
         try:
@@ -73,7 +83,7 @@ class Runner:
         ctx: JobContext[Any] = JobContext(
             job_id=job_id, tenant=job.tenant, job_type=job.type, attempt=attempt,
             max_attempts=job.max_attempts, input=validated, store=self.store,
-            checkpoint=job.checkpoint, services=self.services)
+            checkpoint=job.checkpoint, services=self.services, stopping=self.stopping)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, stop),
                                 name=f"lease-{job_id[:8]}", daemon=True)
@@ -83,6 +93,8 @@ class Runner:
         except LeaseLost:
             log.warning("job %s attempt %d: lease lost, another worker owns it", job_id, attempt)
             return Outcome("lost")
+        except WorkerStopping:
+            return self._hand_back(job_id, ctx)
         except JobCancelled:
             self._finish(job_id, attempt, Status.CANCELLED, ctx=ctx,
                          error=("cancelled", "cancelled on request"))
@@ -110,6 +122,18 @@ class Runner:
             return Outcome("succeeded")
         return Outcome("lost")
 
+    def _hand_back(self, job_id: str, ctx: JobContext[Any]) -> Outcome:
+        """Shutdown: give the job back to the queue without spending its attempt."""
+        ok = self.store.finish(job_id, attempt=ctx.attempt, status=Status.RETRYING,
+                               now=self.clock(), error_code="worker_stopping",
+                               error_message="handed back by a stopping worker",
+                               usage_delta=ctx.take_unflushed_usage(), refund_attempt=True)
+        if not ok:
+            return Outcome("lost")
+        self._event(job_id, "handed_back", ctx.attempt, worker=self.worker_id)
+        job = self.store.get(job_id)
+        return Outcome("retry", 0.0, job.priority.value if job else "medium")
+
     def _not_claimed(self, job_id: str, now: datetime) -> Outcome:
         """A duplicate, early or stale delivery: say whether it should come back later."""
         job = self.store.get(job_id)
@@ -123,6 +147,10 @@ class Runner:
 
     def _retry(self, job: Any, ctx: JobContext[Any], exc: RetryLater) -> Outcome:
         attempt = ctx.attempt
+        if ctx.cancelled:
+            self._finish(job.id, attempt, Status.CANCELLED, ctx=ctx,
+                         error=("cancelled", "cancelled on request"))
+            return Outcome("cancelled")
         if exc.counts_as_attempt and attempt >= job.max_attempts:
             self._finish(job.id, attempt, Status.FAILED, ctx=ctx,
                          error=(exc.error_code, f"{exc.error_message} (after {attempt} attempts)"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 
-from celery import Celery
+from celery import Celery, signals
 
 from ..adapters.celery_app import RUN_JOB, create_celery
 from ..config import Settings
@@ -32,5 +33,21 @@ def create_worker_app(settings: Settings) -> Celery:
                 # If this send fails, the sweep sends it (dispatched_at stays empty).
                 service.dispatch(job, countdown_s=outcome.delay_s)
         return outcome.kind
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _grace_then_hand_back(**_: object) -> None:
+        # Celery's warm shutdown waits for running jobs forever; LLM jobs can run for minutes.
+        # After the grace period every handler stops at its next checkpoint and its job goes
+        # back to the queue (attempt not spent), so nothing stays `running` without a lease.
+        def expire() -> None:
+            rt = runtime.current()
+            if rt is not None:
+                log.warning("shutdown grace (%.0fs) over: handing running jobs back",
+                            settings.shutdown_grace_s)
+                rt.runner.stopping.set()
+
+        timer = threading.Timer(settings.shutdown_grace_s, expire)
+        timer.daemon = True
+        timer.start()
 
     return app

@@ -51,6 +51,12 @@ def get_runtime() -> Runtime:
         return _runtime
 
 
+def current() -> Runtime | None:
+    """This process's runtime if it was built (None before the first job)."""
+    rt = _runtime
+    return rt if rt is not None and rt.pid == os.getpid() else None
+
+
 def build_services(container: Container) -> dict[str, object]:
     """What handlers reach through ``ctx.services`` (LLM clients join here)."""
     return {"settings": container.settings}
