@@ -1,0 +1,162 @@
+"""The one place that turns any SDK or transport exception into a :class:`ProviderError`.
+
+Retry and rate-limit policy upstream depends only on the four classes from ``tidegate.core.llm``:
+
+* :class:`RateLimited`: 429 (``retry_after_s`` from the headers or the body's RetryInfo)
+* :class:`TransientError`: 5xx, 529, 408, timeouts, connection errors, undecodable bodies
+* :class:`ContextTooLong`: a 400/413 whose message says the prompt does not fit
+* :class:`PermanentError`: every other 4xx (bad request, auth, permission, unknown model)
+
+Messages carry the vendor's explanation but never request content (prompts are data).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pydantic
+from google.genai import errors as genai_errors
+
+from tidegate.core.llm import (
+    ContextTooLong,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    RateLimitInfo,
+    TransientError,
+)
+from tidegate.providers.headers import parse_duration, parse_rate_limit_headers, suggested_wait_s
+
+_CONTEXT_RE = re.compile(
+    r"context[ _]length|context window|maximum context|too many tokens|prompt is too long"
+    r"|input token count|exceeds the maximum number of tokens|input is too long"
+    r"|reduce the length of the messages",
+    re.IGNORECASE,
+)
+# OpenAI answers 429 for two things retrying cannot fix: an exhausted billing quota, and one
+# request larger than the whole per-minute token limit. Pausing the lane would only stall it.
+_NEVER_FITS_RE = re.compile(r"insufficient_quota|exceeded your current quota|request too large",
+                            re.IGNORECASE)
+_MAX_MESSAGE = 300
+
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.TransportError, httpx2.TransportError, httpx.DecodingError, httpx2.DecodingError,
+    TimeoutError, ConnectionError,
+)
+_MALFORMED_ERRORS: tuple[type[BaseException], ...] = (
+    json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError,
+    openai.APIResponseValidationError, anthropic.APIResponseValidationError,
+    genai_errors.UnknownApiResponseError,
+)
+
+
+def malformed(provider: str, detail: str) -> TransientError:
+    """A response we could not make sense of: the server or a proxy garbled it; try again."""
+    return TransientError(f"{provider}: malformed response ({detail})", provider=provider)
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def _body_message(body: Any, fallback: str) -> str:
+    """The human part of a vendor error body ({"error": {"message": ...}} in all three APIs)."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return fallback
+
+
+def _body_code(body: Any) -> str:
+    """Vendor error codes/types joined, e.g. "context_length_exceeded invalid_request_error"."""
+    if not isinstance(body, dict):
+        return ""
+    err = body.get("error", body)
+    if not isinstance(err, dict):
+        return ""
+    return " ".join(str(err.get(k)) for k in ("code", "type", "status") if err.get(k))
+
+
+def _google_retry_delay(body: Any) -> float | None:
+    """``google.rpc.RetryInfo.retryDelay`` ("12s") from a Gemini error body's details."""
+    err = body.get("error", body) if isinstance(body, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    for d in details if isinstance(details, list) else []:
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("RetryInfo"):
+            return parse_duration(str(d.get("retryDelay", "")))
+    return None
+
+
+def from_status(provider: str, status: int, message: str, *, body: Any = None,
+                headers: Any = None) -> ProviderError:
+    """Classify one HTTP error answer (status, vendor message, body, headers)."""
+    limits = parse_rate_limit_headers(headers) if headers is not None else RateLimitInfo()
+    code = _body_code(body)
+    text = _short(f"{provider} {status}: {message}")
+    kw: dict[str, Any] = {"provider": provider, "status": status, "rate_limits": limits}
+    if status == 429 or "rate_limit" in code or "RESOURCE_EXHAUSTED" in code:
+        if _NEVER_FITS_RE.search(f"{message} {code}"):
+            return PermanentError(text, **kw)
+        wait = _google_retry_delay(body)
+        return RateLimited(text, retry_after_s=wait if wait is not None else suggested_wait_s(limits),
+                           **kw)
+    if status >= 500 or status in (408, 409) or status < 400 or "overloaded" in code:
+        # < 400 only happens for an error event inside a 200 stream: the server gave up mid-way.
+        return TransientError(text, **kw)
+    if status in (400, 413) and (_CONTEXT_RE.search(message) or "context_length" in code):
+        return ContextTooLong(text, **kw)
+    return PermanentError(text, **kw)
+
+
+def classify(exc: BaseException, provider: str) -> ProviderError | None:
+    """The :class:`ProviderError` for ``exc``, or ``None`` if it is not a provider failure (a bug)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
+        return from_status(provider, exc.status_code, _body_message(exc.body, exc.message),
+                           body=exc.body, headers=exc.response.headers)
+    if isinstance(exc, genai_errors.APIError):
+        response = getattr(exc, "response", None)
+        body = exc.details if isinstance(exc.details, dict) else None
+        return from_status(provider, int(exc.code or 0), str(exc.message or exc.status or exc),
+                           body=body, headers=getattr(response, "headers", None))
+    if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError):
+        return TransientError(f"{provider}: request timed out", provider=provider)
+    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        return TransientError(f"{provider}: connection error ({type(exc.__cause__).__name__})",
+                              provider=provider)
+    if isinstance(exc, _MALFORMED_ERRORS):
+        return malformed(provider, type(exc).__name__)
+    if isinstance(exc, openai.APIError | anthropic.APIError):
+        # An error event inside an otherwise successful stream, without a status of its own.
+        return TransientError(_short(f"{provider}: {exc.message}"), provider=provider)
+    if isinstance(exc, httpx.TimeoutException | httpx2.TimeoutException | TimeoutError):
+        return TransientError(f"{provider}: request timed out", provider=provider)
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return TransientError(f"{provider}: transport error ({type(exc).__name__})",
+                              provider=provider)
+    return None
+
+
+@contextmanager
+def translate_errors(provider: str) -> Iterator[None]:
+    """Run an SDK call; re-raise any provider failure as exactly one :class:`ProviderError`."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = classify(exc, provider)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
