@@ -18,7 +18,7 @@ class JobContext(Generic[T]):
 
     def __init__(self, *, job_id: str, tenant: str, job_type: str, attempt: int,
                  max_attempts: int, input: T, store: JobStore, checkpoint: dict[str, Any],
-                 services: dict[str, Any] | None = None,
+                 services: dict[str, Any] | None = None, priority: str = "medium",
                  stopping: threading.Event | None = None) -> None:
         self.job_id = job_id
         self.tenant = tenant
@@ -26,6 +26,7 @@ class JobContext(Generic[T]):
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.input = input
+        self.priority = priority  # the queue it runs from; the limiter serves high first
         self._store = store
         self._checkpoint = dict(checkpoint)
         self.services = services or {}
@@ -64,6 +65,14 @@ class JobContext(Generic[T]):
             self.check()
             self.cancel_event.wait(min(left, 0.25))
         self.check()
+
+    @property
+    def llm(self) -> Any:
+        """The LLM gateway bound to this job (``ctx.llm.complete(...)``)."""
+        gateway = self.services.get("llm")
+        if gateway is None:
+            raise RuntimeError("this worker has no LLM gateway configured")
+        return gateway.bind(self)
 
     # -- progress and usage -------------------------------------------------------------
     def add_usage(self, usage: Usage) -> None:

@@ -83,7 +83,8 @@ class Runner:
         ctx: JobContext[Any] = JobContext(
             job_id=job_id, tenant=job.tenant, job_type=job.type, attempt=attempt,
             max_attempts=job.max_attempts, input=validated, store=self.store,
-            checkpoint=job.checkpoint, services=self.services, stopping=self.stopping)
+            checkpoint=job.checkpoint, services=self.services, stopping=self.stopping,
+            priority=job.priority.value)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, stop),
                                 name=f"lease-{job_id[:8]}", daemon=True)

@@ -6,7 +6,7 @@ import importlib
 
 from ..core.registry import Registry, registry
 
-BUILTIN_MODULES = ("echo",)
+BUILTIN_MODULES = ("echo", "report", "chat", "analysis", "embeddings")
 
 
 def load_builtin_jobs(extra_modules: str = "") -> Registry:

@@ -58,5 +58,18 @@ def current() -> Runtime | None:
 
 
 def build_services(container: Container) -> dict[str, object]:
-    """What handlers reach through ``ctx.services`` (LLM clients join here)."""
-    return {"settings": container.settings}
+    """What handlers reach through ``ctx.services``: the LLM gateway and shared Redis."""
+    import redis
+
+    from ..adapters.limiter import RedisLimiter
+    from ..llm import LLMGateway
+    from ..llm_config import load_llm_config
+    from ..providers import build_providers
+
+    settings = container.settings
+    state = redis.Redis.from_url(settings.state_redis(), socket_timeout=10,
+                                 socket_connect_timeout=3, health_check_interval=30)
+    config = load_llm_config(str(settings.llm_config) if settings.llm_config else None)
+    providers = build_providers(os.environ, simulator_url=settings.simulator_url)
+    gateway = LLMGateway(providers, RedisLimiter(state), config)
+    return {"settings": settings, "redis": state, "llm": gateway}

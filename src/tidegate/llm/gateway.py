@@ -1,0 +1,320 @@
+"""LLMGateway: one provider call, done the way a shared quota demands.
+
+For every call a handler makes (``ctx.llm.complete(...)``):
+
+1. resolve the model spec to a lane (``provider:model``) and its fallback chain;
+2. ask the shared limiter for a reservation (requests, input/output tokens, concurrency),
+   estimating tokens up front; a short wait is slept in place, a long one gives the worker
+   slot back (:class:`RetryLater`, not counted as an attempt);
+3. call the provider through its SDK in a helper thread, so that cancellation or a worker
+   shutdown abandons the call within a fraction of a second;
+4. settle the reservation against the real usage, learn from the rate-limit headers, add
+   usage and cost to the job;
+5. on a 429 pause the lane for everybody and try again (not a failed attempt); on a transient
+   error move to the next lane of the fallback chain, or retry the job later with backoff; on
+   a permanent error fail the job at once with a clear code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..core.backoff import full_jitter
+from ..core.context import JobContext
+from ..core.errors import JobCancelled, JobFailed, LeaseLost, RetryLater, WorkerStopping
+from ..core.limits import Admission, LaneLimits, Limiter
+from ..core.llm import (
+    EmbeddingResponse,
+    LLMRequest,
+    LLMResponse,
+    Message,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
+from ..core.models import Usage
+from ..llm_config import LLMConfig, LLMConfigError
+from ..providers import Providers
+from ..providers.tokens import estimate_messages_tokens, estimate_tokens
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPolicy:
+    short_wait_s: float = 3.0  # wait for quota in place up to this; longer gives the slot back
+    fallback_after_s: float = 10.0  # a lane paused longer than this sends calls down the chain
+    poll_s: float = 0.2  # how often an in-flight call checks for cancellation
+    reservation_slack_s: float = 30.0  # reservation TTL beyond the call's own timeout
+    embed_batch: int = 256  # texts per embeddings request
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 60.0
+
+
+@dataclass
+class CallRecord:
+    """What one logical call cost and which lane answered it (jobs put this in results)."""
+
+    lane: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_s: float
+    simulated: bool
+    lanes_tried: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lane": self.lane, "model": f"{self.provider}:{self.model}",
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost_usd": round(self.cost_usd, 6), "latency_s": round(self.latency_s, 3),
+                "simulated": self.simulated,
+                **({"lanes_tried": self.lanes_tried} if len(self.lanes_tried) > 1 else {})}
+
+
+def _to_limits(cfg: Any) -> LaneLimits:
+    return LaneLimits(rpm=cfg.rpm, input_tpm=cfg.input_tpm, output_tpm=cfg.output_tpm,
+                      tpm=cfg.tpm, concurrency=cfg.concurrency)
+
+
+class LLMGateway:
+    """Shared by all jobs of a worker process."""
+
+    def __init__(self, providers: Providers, limiter: Limiter, config: LLMConfig, *,
+                 policy: GatewayPolicy | None = None, max_parallel_calls: int = 64) -> None:
+        self.providers = providers
+        self.limiter = limiter
+        self.config = config
+        self.policy = policy or GatewayPolicy()
+        self._pool = ThreadPoolExecutor(max_parallel_calls, thread_name_prefix="llm-call")
+        self._configured: set[str] = set()
+        self._lock = threading.Lock()
+
+    def bind(self, ctx: JobContext[Any]) -> JobLLM:
+        return JobLLM(self, ctx)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- lanes ------------------------------------------------------------------------------
+    def lane_of(self, spec: str) -> str:
+        try:
+            return self.config.lane(spec)
+        except LLMConfigError as exc:
+            raise JobFailed("invalid_model", str(exc)) from None
+
+    def ensure_configured(self, lane: str) -> None:
+        """Push the settings' limits for ``lane`` to the shared limiter once per process."""
+        if lane in self._configured:
+            return
+        with self._lock:
+            if lane not in self._configured:
+                limits = _to_limits(self.config.lane_limits(lane))
+                self.limiter.configure(lane, limits)
+                self._configured.add(lane)
+
+    def chain(self, job_type: str, first: str, *, explicit: bool) -> list[str]:
+        """The lanes to try: the one asked for, then the job type's fallbacks (unless the
+        caller named a model explicitly, in which case only that one)."""
+        if explicit:
+            return [first]
+        return [first] + [lane for lane in self.config.fallbacks(job_type, exclude=first)
+                          if lane.partition(":")[0] in self.providers.names()]
+
+
+class JobLLM:
+    """``ctx.llm``: the gateway bound to one running job."""
+
+    def __init__(self, gateway: LLMGateway, ctx: JobContext[Any]) -> None:
+        self.gw = gateway
+        self.ctx = ctx
+
+    def default_model(self, section: str | None = None) -> str:
+        return self.gw.config.default_model(self.ctx.job_type, section)
+
+    # -- public API ---------------------------------------------------------------------------
+    def complete(self, messages: Sequence[Message | dict[str, str]], *, model: str | None = None,
+                 section: str | None = None, max_output_tokens: int = 512,
+                 temperature: float | None = None, timeout_s: float = 60.0,
+                 json_output: bool = False, step: str = "call") -> tuple[LLMResponse, CallRecord]:
+        msgs = tuple(m if isinstance(m, Message) else Message(m["role"], m["content"])
+                     for m in messages)
+        spec = model or self.default_model(section)
+        first = self.gw.lane_of(spec)
+        est_in = estimate_messages_tokens(msgs)
+
+        def call(lane: str) -> LLMResponse:
+            provider_name, _, model_name = lane.partition(":")
+            provider = self.gw.providers.get(provider_name)
+            req = LLMRequest(model=model_name.partition("@")[0], messages=msgs,
+                             max_output_tokens=max_output_tokens, temperature=temperature,
+                             timeout_s=timeout_s, json_output=json_output)
+            return provider.complete(req)
+
+        resp, record = self._admitted_call(
+            first, explicit=model is not None, step=step, est_in=est_in,
+            est_out=max_output_tokens, timeout_s=timeout_s, call=call,
+            usage=lambda r: (r.input_tokens, r.output_tokens))
+        return resp, record
+
+    def embed(self, texts: Sequence[str], *, model: str | None = None,
+              timeout_s: float = 60.0, step: str = "embed") -> tuple[list[list[float]],
+                                                                      CallRecord]:
+        spec = model or self.default_model()
+        first = self.gw.lane_of(spec)
+        vectors: list[list[float]] = []
+        total: CallRecord | None = None
+        size = self.gw.policy.embed_batch
+        for i in range(0, len(texts), size):
+            batch = list(texts[i:i + size])
+
+            def call(lane: str, batch: list[str] = batch) -> EmbeddingResponse:
+                provider_name, _, model_name = lane.partition(":")
+                return self.gw.providers.embedder(provider_name).embed(
+                    batch, model_name.partition("@")[0], timeout_s)
+
+            resp, record = self._admitted_call(
+                first, explicit=True, step=f"{step}-{i // size}",
+                est_in=sum(estimate_tokens(t) for t in batch), est_out=0,
+                timeout_s=timeout_s, call=call, usage=lambda r: (r.input_tokens, 0))
+            vectors.extend(resp.vectors)
+            if total is None:
+                total = record
+            else:
+                total.input_tokens += record.input_tokens
+                total.cost_usd += record.cost_usd
+                total.latency_s += record.latency_s
+            self.ctx.progress(min(99, 100 * (i + len(batch)) / max(1, len(texts))),
+                              f"Embedded {i + len(batch)}/{len(texts)} texts")
+        assert total is not None
+        return vectors, total
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _admitted_call(self, first: str, *, explicit: bool, step: str, est_in: int,
+                       est_out: int, timeout_s: float, call: Callable[[str], T],
+                       usage: Callable[[T], tuple[int, int]]) -> tuple[T, CallRecord]:
+        gw, ctx = self.gw, self.ctx
+        lanes = gw.chain(ctx.job_type, first, explicit=explicit)
+        tried: list[str] = []
+        index = 0
+        holder = f"{ctx.job_id}:{step}"
+        while True:
+            ctx.check()
+            lane = lanes[index]
+            if lane not in tried:
+                tried.append(lane)
+            gw.ensure_configured(lane)
+            adm = gw.limiter.acquire(lane, input_tokens=est_in, output_tokens=est_out,
+                                     priority=ctx.priority, holder=holder,
+                                     ttl_s=timeout_s + gw.policy.reservation_slack_s)
+            if not adm.granted:
+                metrics.quota_waits.labels(lane=lane, reason=adm.reason).inc()
+                if (adm.reason == "paused" and adm.wait_s > gw.policy.fallback_after_s
+                        and index + 1 < len(lanes)):
+                    log.info("job %s: lane %s paused %.0fs, falling back to %s", ctx.job_id,
+                             lane, adm.wait_s, lanes[index + 1])
+                    index += 1
+                    continue
+                self._wait_or_yield(lane, adm)
+                continue
+            assert adm.reservation_id is not None
+            try:
+                result, latency = self._call_abandonable(lane, adm.reservation_id,
+                                                         lambda: call(lane))
+            except RateLimited as exc:
+                gw.limiter.release(lane, adm.reservation_id)
+                until = gw.limiter.on_rate_limited(lane, exc.retry_after_s)
+                metrics.provider_calls.labels(lane=lane, outcome="rate_limited").inc()
+                log.warning("job %s: 429 on %s, lane paused until %.1f", ctx.job_id, lane,
+                            until)
+                continue  # waiting for quota is not a failed attempt
+            except TransientError as exc:
+                gw.limiter.release(lane, adm.reservation_id)
+                metrics.provider_calls.labels(lane=lane, outcome="transient").inc()
+                if index + 1 < len(lanes):
+                    log.warning("job %s: %s on %s, trying %s", ctx.job_id, exc.code, lane,
+                                lanes[index + 1])
+                    index += 1
+                    continue
+                raise RetryLater(full_jitter(ctx.attempt, base_s=gw.policy.backoff_base_s,
+                                             cap_s=gw.policy.backoff_cap_s),
+                                 reason=f"{exc.code} on {lane}", error_code=exc.code,
+                                 error_message=f"{lane}: {exc.message}") from None
+            except ProviderError as exc:  # permanent, context too long
+                gw.limiter.release(lane, adm.reservation_id)
+                metrics.provider_calls.labels(lane=lane, outcome="permanent").inc()
+                raise JobFailed(exc.code, f"{lane}: {exc.message}") from None
+            except (JobCancelled, LeaseLost, WorkerStopping):
+                raise  # the abandoned call settles its reservation when it returns
+            except Exception:
+                gw.limiter.release(lane, adm.reservation_id)
+                raise
+            metrics.provider_calls.labels(lane=lane, outcome="ok").inc()
+            in_tok, out_tok = usage(result)
+            provider_name, _, model_name = lane.partition(":")
+            cost = gw.config.cost_usd(provider_name, model_name, in_tok, out_tok)
+            ctx.add_usage(Usage(in_tok, out_tok, cost))
+            metrics.tokens.labels(lane=lane, kind="input").inc(in_tok)
+            metrics.tokens.labels(lane=lane, kind="output").inc(out_tok)
+            record = CallRecord(lane=lane, provider=provider_name, model=model_name,
+                                input_tokens=in_tok, output_tokens=out_tok, cost_usd=cost,
+                                latency_s=latency,
+                                simulated=bool(getattr(result, "simulated", False)),
+                                lanes_tried=tried)
+            return result, record
+
+    def _wait_or_yield(self, lane: str, adm: Admission) -> None:
+        """Sleep a short wait in place; give the worker slot back for a long one."""
+        if adm.wait_s <= self.gw.policy.short_wait_s:
+            self.ctx.sleep(max(0.01, adm.wait_s))
+            return
+        raise RetryLater(adm.wait_s, reason=f"waiting for quota on {lane} ({adm.reason})",
+                         counts_as_attempt=False, error_code="waiting_for_quota",
+                         error_message=f"lane {lane} is at its {adm.reason} limit")
+
+    def _call_abandonable(self, lane: str, rid: str, fn: Callable[[], T]) -> tuple[T, float]:
+        """Run the provider call in a helper thread; cancellation abandons it at once (its
+        reservation is settled or released when it eventually returns)."""
+        gw, ctx = self.gw, self.ctx
+        started = time.monotonic()
+        future: Future[T] = gw._pool.submit(fn)
+        while True:
+            try:
+                result = future.result(timeout=gw.policy.poll_s)
+                break
+            except TimeoutError:
+                if ctx.interrupted:
+                    future.add_done_callback(lambda f: _settle_late(gw.limiter, lane, rid, f))
+                    ctx.check()
+        latency = time.monotonic() - started
+        in_tok, out_tok = _usage_of(result)
+        gw.limiter.settle(lane, rid, input_tokens=in_tok, output_tokens=out_tok)
+        info = getattr(result, "rate_limits", None)
+        if info is not None:
+            gw.limiter.observe(lane, info)
+        return result, latency
+
+
+def _usage_of(result: Any) -> tuple[int, int]:
+    return int(getattr(result, "input_tokens", 0)), int(getattr(result, "output_tokens", 0))
+
+
+def _settle_late(limiter: Limiter, lane: str, rid: str, future: Future[Any]) -> None:
+    try:
+        if future.exception() is None:
+            i, o = _usage_of(future.result())
+            limiter.settle(lane, rid, input_tokens=i, output_tokens=o)
+        else:
+            limiter.release(lane, rid)
+    except Exception:  # best effort: the reservation's TTL frees it anyway
+        log.debug("late settle of %s on %s failed", rid, lane, exc_info=True)

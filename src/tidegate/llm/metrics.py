@@ -1,0 +1,14 @@
+"""Prometheus counters of the LLM gateway (exported by the worker's metrics endpoint)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+provider_calls = Counter("tidegate_provider_calls_total",
+                         "Provider calls by lane and outcome (ok, rate_limited, transient, "
+                         "permanent)", ["lane", "outcome"])
+quota_waits = Counter("tidegate_quota_waits_total",
+                      "Admissions refused by the shared limiter, by lane and reason",
+                      ["lane", "reason"])
+tokens = Counter("tidegate_tokens_total", "Tokens used, by lane and kind (input, output)",
+                 ["lane", "kind"])
