@@ -17,6 +17,7 @@ For every call a handler makes (``ctx.llm.complete(...)``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -230,7 +231,7 @@ class JobLLM:
             assert adm.reservation_id is not None
             try:
                 result, latency = self._call_abandonable(lane, adm.reservation_id,
-                                                         lambda: call(lane))
+                                                         functools.partial(call, lane))
             except RateLimited as exc:
                 gw.limiter.release(lane, adm.reservation_id)
                 until = gw.limiter.on_rate_limited(lane, exc.retry_after_s)
