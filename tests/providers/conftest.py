@@ -28,6 +28,7 @@ def _fresh_sim(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("sim").reset()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def providers(sim: Sim) -> Providers:
+    # Module-wide: building SDK clients costs ~0.1 s, and they hold no per-test state.
     return build_providers({}, simulator_url=sim.url)

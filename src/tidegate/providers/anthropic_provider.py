@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Generator
 from typing import Any
@@ -25,8 +26,11 @@ class AnthropicProvider:
         self.simulated = simulated
         # SDK retries off (the runner retries, limiter-aware); no telemetry spans, because
         # their "content" mode would copy prompts into traces.
+        extra: dict[str, Any] = {}
+        if "open_telemetry" in inspect.signature(anthropic.Anthropic.__init__).parameters:
+            extra["open_telemetry"] = False
         self._client = client or anthropic.Anthropic(api_key=api_key, base_url=base_url,
-                                                     max_retries=0, open_telemetry=False)
+                                                     max_retries=0, **extra)
 
     def _params(self, req: LLMRequest) -> dict[str, Any]:
         system, turns = split_system(req)

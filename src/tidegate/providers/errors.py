@@ -20,7 +20,6 @@ from typing import Any
 
 import anthropic
 import httpx
-import httpx2
 import openai
 import pydantic
 from google.genai import errors as genai_errors
@@ -47,14 +46,21 @@ _NEVER_FITS_RE = re.compile(r"insufficient_quota|exceeded your current quota|req
                             re.IGNORECASE)
 _MAX_MESSAGE = 300
 
+try:  # the SDKs' 3.x lines moved to the httpx2 fork; older lines use httpx itself
+    import httpx2
+    _HTTPX: tuple[Any, ...] = (httpx, httpx2)
+except ImportError:  # pragma: no cover - depends on the installed SDK versions
+    _HTTPX = (httpx,)
+
+_TIMEOUTS: tuple[type[BaseException], ...] = (
+    *(m.TimeoutException for m in _HTTPX), TimeoutError)
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    httpx.TransportError, httpx2.TransportError, httpx.DecodingError, httpx2.DecodingError,
-    TimeoutError, ConnectionError,
-)
+    *(m.TransportError for m in _HTTPX), *(m.DecodingError for m in _HTTPX), ConnectionError)
 _MALFORMED_ERRORS: tuple[type[BaseException], ...] = (
     json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError,
     openai.APIResponseValidationError, anthropic.APIResponseValidationError,
-    genai_errors.UnknownApiResponseError,
+    *((genai_errors.UnknownApiResponseError,)
+      if hasattr(genai_errors, "UnknownApiResponseError") else ()),
 )
 
 
@@ -142,7 +148,7 @@ def classify(exc: BaseException, provider: str) -> ProviderError | None:
     if isinstance(exc, openai.APIError | anthropic.APIError):
         # An error event inside an otherwise successful stream, without a status of its own.
         return TransientError(_short(f"{provider}: {exc.message}"), provider=provider)
-    if isinstance(exc, httpx.TimeoutException | httpx2.TimeoutException | TimeoutError):
+    if isinstance(exc, _TIMEOUTS):
         return TransientError(f"{provider}: request timed out", provider=provider)
     if isinstance(exc, _TRANSPORT_ERRORS):
         return TransientError(f"{provider}: transport error ({type(exc).__name__})",

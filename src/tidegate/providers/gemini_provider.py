@@ -37,8 +37,9 @@ class GeminiProvider:
         self.embed_batch_size = embed_batch_size  # batchEmbedContents takes at most 100
         # attempts=1: no SDK retries (the runner retries, limiter-aware). vertexai=False so a
         # stray GOOGLE_GENAI_USE_VERTEXAI in the environment cannot reroute an API-key client.
+        retry = getattr(types, "HttpRetryOptions", None)  # absent in SDKs that never retry
         options = types.HttpOptions(base_url=base_url,
-                                    retry_options=types.HttpRetryOptions(attempts=1))
+                                    **({"retry_options": retry(attempts=1)} if retry else {}))
         self._client = client or genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
     def _config(self, req: LLMRequest) -> types.GenerateContentConfig:

@@ -171,7 +171,7 @@ class SimState:
         if wants_json(call.prompt, call.json_mode):
             text, truncated = generate_json(c.seed, call.prompt, call.max_tokens), False
         else:
-            text = generate_text(c.seed, call.prompt, n)
+            text = generate_text(c.seed, call.prompt, n, whole_sentences=not truncated)
         out = estimate_tokens(text)
         self.count(call, ok=1, input_tokens=call.input_tokens, output_tokens=out)
         return Completion(text, out, truncated, self.first_byte_s(), c.per_token_ms / 1000.0)

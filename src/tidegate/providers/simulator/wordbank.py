@@ -27,7 +27,7 @@ SLOTS: dict[str, tuple[str, ...]] = {
     "role": ("CEO", "CTO", "head of sales", "head of product", "chief scientist"),
     "background": ("a decade in enterprise sales", "scaling infrastructure at a public company",
                    "running operations for a regional distributor", "a PhD in machine learning",
-                   "two prior exits", "building the category leader's first data team"),
+                   "two prior exits", "experience building the category leader's first data team"),
     "gap": ("a seasoned go-to-market leader", "a finance lead", "enterprise security expertise",
             "a dedicated customer-success function", "regulatory experience"),
     "competitor": ("a well-funded incumbent", "two seed-stage challengers",
@@ -57,22 +57,32 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "Differentiation rests on {moat}, which is hard to copy quickly.",
     ),
     "team": (
+        "{name}'s founding team pairs deep {kw} expertise with experience selling to {buyer}.",
         "The founding {role} brings {background}.",
         "The {role} previously led work on {kw}, which shows in the product's depth.",
         "The team of {num} is lean and ships quickly, releasing updates every {cadence}.",
         "The clearest gap is {gap}; hiring for it should be the next priority.",
+        "Founder-market fit is strong: the founders met while working on {kw} for {buyer}.",
+        "Equity is split evenly among the founders, and early employees hold a meaningful pool.",
+        "Advisors include a former operator from the {segment} space, which helps with {buyer}.",
+        "Hiring has been deliberate, with engineering at roughly two thirds of headcount.",
     ),
     "competition": (
         "{name} competes mainly with {competitor} and, in larger accounts, with {competitor2}.",
         "Against {competitor}, {name} wins on {benefit} and loses on brand recognition.",
         "No competitor yet combines {kw} with {feature}, which leaves a window of perhaps {months} months.",
         "The likeliest threat is {competitor} adding {kw} to an existing bundle.",
+        "Switching costs favour whoever lands first, which makes speed with {buyer} decisive.",
+        "Pricing is below {competitor2} for comparable seats, a gap that may not last.",
     ),
     "risks": (
+        "{name} faces a handful of risks, chief among them {risk}.",
         "The largest risk is {risk}, which {name} can reduce by {mitigation}.",
         "A second risk is {risk}; it is manageable but worth tracking through {metric}.",
         "Execution risk is moderate: the plan depends on {kw} landing with {buyer} within {months} months.",
-        "Should {headwind} persist, growth could slow to about {pct}% a year.",
+        "Should {headwind} persist, growth could slow to about {small}% a year.",
+        "Data handling needs care: buyers in {segment} will ask hard questions about {kw}.",
+        "Funding risk is real if the next round slips beyond {months} months of runway.",
     ),
     "traction": (
         "{name} reports {num} paying customers and {metric} of about {pct2}%.",
@@ -115,5 +125,6 @@ write report section startup company please respond json with from into that thi
 your yours have been being will shall analyze analyse analysis following provide given
 short brief detailed paragraph paragraphs words using based include includes each other
 where when also only more most some such than then them they very just make made
+investment investor investors diligence memo summary summarise summarize startups
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
