@@ -1,0 +1,557 @@
+"""Limiter arithmetic on a fake clock, one body against InMemoryLimiter and RedisLimiter.
+
+The Redis variant receives the fake time through ARGV, so both run the very same numbers; a
+final test drives both with one random workload and demands identical answers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.services import need
+from tidegate.core.limits import (
+    Admission,
+    InMemoryLimiter,
+    LaneLimits,
+    Limiter,
+    LimiterPolicy,
+)
+from tidegate.core.llm import RateLimitInfo
+
+REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+LANE = "openai:gpt-4o-mini"
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+MakeLimiter = Callable[..., Limiter]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[object]:
+    import redis
+
+    need(REDIS_URL, 6379, "Redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    prefixes: list[str] = []
+    client.test_prefixes = prefixes  # type: ignore[attr-defined]
+    yield client
+    for prefix in prefixes:  # each test owns a prefix; remove only what it wrote
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            client.delete(key)
+    client.close()
+
+
+def _redis_factory(client: object, clock: FakeClock) -> MakeLimiter:
+    from tidegate.adapters.limiter import RedisLimiter
+
+    def make(policy: LimiterPolicy | None = None) -> Limiter:
+        prefix = f"tg:test:{uuid.uuid4().hex[:12]}:"
+        client.test_prefixes.append(prefix)  # type: ignore[attr-defined]
+        return RedisLimiter(client, prefix=prefix, clock=clock, policy=policy)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make(request: pytest.FixtureRequest, clock: FakeClock) -> MakeLimiter:
+    if request.param == "memory":
+        return lambda policy=None: InMemoryLimiter(clock, policy=policy)
+    return _redis_factory(request.getfixturevalue("redis_client"), clock)
+
+
+@pytest.fixture
+def lim(make: MakeLimiter) -> Limiter:
+    return make()
+
+
+def ask(lim: Limiter, holder: str, inp: int = 0, out: int = 0, priority: str = "medium",
+        ttl_s: float = 300.0, lane: str = LANE) -> Admission:
+    return lim.acquire(lane, input_tokens=inp, output_tokens=out, priority=priority,  # type: ignore[arg-type]
+                       holder=holder, ttl_s=ttl_s)
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def test_rpm_allows_a_burst_then_paces_at_the_rate(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(rpm=60))  # pacer: 10 s of quota = 10 requests, 1/s
+    assert all(ask(lim, f"h{i}").granted for i in range(10))
+    a = ask(lim, "h10")
+    assert (a.granted, a.wait_s, a.reason, a.reservation_id) == (False, 1.0, "rpm", None)
+    clock.advance(0.5)
+    assert ask(lim, "h10").wait_s == 0.5
+    clock.advance(0.5)
+    assert ask(lim, "h10").granted
+
+
+def test_window_holds_at_most_the_quota_in_any_60s(make: MakeLimiter, clock: FakeClock) -> None:
+    lim = make(LimiterPolicy(burst_s=60))  # no pacing: only the sliding window limits
+    lim.configure(LANE, LaneLimits(rpm=5))
+    assert all(ask(lim, f"h{i}").granted for i in range(5))
+    a = ask(lim, "late")
+    assert (a.granted, a.reason, a.wait_s) == (False, "rpm", 60.001)
+    clock.advance(30)
+    assert ask(lim, "late").wait_s == 30.001
+    clock.advance(30)  # exactly 60 s later: the first grants still count
+    assert not ask(lim, "late").granted
+    clock.advance(0.001)
+    assert ask(lim, "late").granted
+    assert lim.snapshot(LANE).requests_1m == 1
+
+
+@pytest.mark.parametrize(("limits", "first", "second", "reason", "wait"), [
+    (LaneLimits(input_tpm=6000), (800, 0), (300, 0), "input_tpm", 1.0),  # 1000 cap, 100/s
+    (LaneLimits(output_tpm=600), (0, 100), (0, 50), "output_tpm", 5.0),  # 100 cap, 10/s
+    (LaneLimits(tpm=1200), (150, 50), (10, 0), "tpm", 0.5),  # 200 cap, 20/s, in + out
+])
+def test_token_buckets(lim: Limiter, clock: FakeClock, limits: LaneLimits, first: tuple[int, int],
+                       second: tuple[int, int], reason: str, wait: float) -> None:
+    lim.configure(LANE, limits)
+    assert ask(lim, "a", *first).granted
+    b = ask(lim, "b", *second)
+    assert (b.granted, b.reason, b.wait_s) == (False, reason, wait)
+    clock.advance(wait)
+    assert ask(lim, "b", *second).granted
+
+
+def test_oversized_request_waits_for_a_full_bucket_and_pays_in_full(
+        lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(input_tpm=600))  # cap 100, 10 tokens/s
+    assert ask(lim, "a", 50).granted
+    big = ask(lim, "big", 250)
+    assert (big.granted, big.reason, big.wait_s) == (False, "input_tpm", 5.0)
+    clock.advance(5)
+    assert ask(lim, "big", 250).granted  # bucket full; now 150 tokens in debt
+    assert ask(lim, "c", 10).wait_s == 16.0
+
+
+def test_window_counts_tokens(make: MakeLimiter, clock: FakeClock) -> None:
+    lim = make(LimiterPolicy(burst_s=60))
+    lim.configure(LANE, LaneLimits(input_tpm=1000))
+    assert ask(lim, "a", 600).granted
+    clock.advance(10)
+    assert ask(lim, "b", 300).granted
+    c = ask(lim, "c", 300)  # needs the first 600 to age out, at T0 + 60.001
+    assert (c.granted, c.reason) == (False, "input_tpm")
+    assert c.wait_s == pytest.approx(50.001)
+
+
+# --------------------------------------------------------------------------- reservations
+
+
+def test_concurrency_cap_and_settle_frees_the_slot(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(concurrency=2))
+    a, _ = ask(lim, "a"), ask(lim, "b")
+    c = ask(lim, "c")
+    assert (c.granted, c.reason, c.wait_s) == (False, "concurrency", 1.0)
+    assert lim.settle(LANE, a.reservation_id or "", input_tokens=1, output_tokens=1)
+    assert ask(lim, "c").granted
+    assert lim.snapshot(LANE).in_flight == 2
+
+
+def test_dead_holders_reservation_expires(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(concurrency=1))
+    dead = ask(lim, "dead", ttl_s=5)
+    assert dead.granted
+    clock.advance(4.5)
+    b = ask(lim, "b")
+    assert (b.granted, b.reason, b.wait_s) == (False, "concurrency", 0.5)  # until the expiry
+    clock.advance(0.5)
+    assert ask(lim, "b").granted
+    assert not lim.settle(LANE, dead.reservation_id or "", input_tokens=1, output_tokens=1)
+    assert lim.snapshot(LANE).in_flight == 1
+
+
+def test_settle_refunds_or_charges_the_difference(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(input_tpm=6000))  # cap 1000, 100 tokens/s
+    a = ask(lim, "a", 1000)
+    assert lim.settle(LANE, a.reservation_id or "", input_tokens=400, output_tokens=7)
+    b = ask(lim, "b", 600)  # the 600 refunded are usable at once
+    assert b.granted
+    assert lim.settle(LANE, b.reservation_id or "", input_tokens=900, output_tokens=0)
+    assert ask(lim, "c", 100).wait_s == 4.0  # 300 over the estimate: 300 tokens in debt
+    s = lim.snapshot(LANE)
+    assert (s.requests_1m, s.input_tokens_1m, s.output_tokens_1m, s.in_flight) == (2, 1300, 7, 0)
+    assert not lim.settle(LANE, b.reservation_id or "", input_tokens=1, output_tokens=0)
+
+
+def test_release_refunds_tokens_but_the_request_counts(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(rpm=60, input_tpm=6000))
+    a = ask(lim, "a", 1000, 50)
+    assert lim.release(LANE, a.reservation_id or "")
+    assert not lim.release(LANE, a.reservation_id or "")
+    s = lim.snapshot(LANE)
+    assert (s.requests_1m, s.input_tokens_1m, s.output_tokens_1m, s.in_flight) == (1, 0, 0, 0)
+    assert ask(lim, "b", 1000).granted
+
+
+# --------------------------------------------------------------------------- 429s
+
+
+def test_rate_limited_pauses_the_lane_and_never_shortens_it(lim: Limiter, clock: FakeClock) -> None:
+    assert lim.on_rate_limited(LANE, 10) == T0 + 10
+    a = ask(lim, "a")
+    assert (a.granted, a.reason, a.wait_s) == (False, "paused", 10.0)
+    clock.advance(2)
+    assert lim.on_rate_limited(LANE, 3) == T0 + 10
+    assert lim.snapshot(LANE).paused_until == T0 + 10
+    clock.advance(8)
+    assert lim.snapshot(LANE).paused_until is None
+    assert ask(lim, "a").granted
+    assert lim.on_rate_limited(LANE, None) == T0 + 11  # default pause: 1 s
+
+
+def test_rate_factor_cuts_once_per_episode_floors_and_recovers(
+        lim: Limiter, clock: FakeClock) -> None:
+    lim.on_rate_limited(LANE, 0)
+    assert lim.snapshot(LANE).rate_factor == 0.7
+    clock.advance(1)
+    lim.on_rate_limited(LANE, 0)  # within the cooldown: the same episode
+    assert lim.snapshot(LANE).rate_factor == 0.7
+    factors = []
+    for _ in range(5):
+        clock.advance(5)
+        lim.on_rate_limited(LANE, 0)
+        factors.append(lim.snapshot(LANE).rate_factor)
+    assert factors == [0.49, 0.343, 0.2401, 0.2, 0.2]
+
+    def call(success: bool = True) -> None:
+        r = ask(lim, "x").reservation_id or ""
+        assert (lim.settle(LANE, r, input_tokens=1, output_tokens=1) if success
+                else lim.release(LANE, r))
+
+    seen = []
+    for step in (30, 30, 1, 59, 60, 60, 60, 60, 60, 60, 60, 60, 60):
+        clock.advance(step)
+        call()
+        seen.append(lim.snapshot(LANE).rate_factor)
+    assert seen == [0.2, 0.3, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.0, 1.0, 1.0]
+    lim.on_rate_limited(LANE, 0)
+    clock.advance(60)
+    call(success=False)  # a failure is no evidence of headroom
+    assert lim.snapshot(LANE).rate_factor == 0.7
+
+
+def test_rate_factor_scales_every_bucket(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(rpm=60))
+    lim.on_rate_limited(LANE, 0)  # factor 0.7: cap 7 requests, 0.7/s
+    assert all(ask(lim, f"h{i}").granted for i in range(7))
+    a = ask(lim, "h7")
+    assert (a.granted, a.reason, a.wait_s) == (False, "rpm", 1.429)
+
+
+# --------------------------------------------------------------------------- priorities
+
+
+def test_high_priority_goes_first(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(concurrency=1))
+    a = ask(lim, "a")
+    assert not ask(lim, "low", priority="low").granted
+    assert not ask(lim, "med", priority="medium").granted
+    assert not ask(lim, "high", priority="high").granted
+    assert lim.snapshot(LANE).waiting == {"high": 1, "medium": 1, "low": 1}
+    lim.settle(LANE, a.reservation_id or "", input_tokens=0, output_tokens=0)
+    order = []
+    for _ in range(3):
+        for holder, prio in (("low", "low"), ("med", "medium"), ("high", "high")):
+            if holder in order:
+                continue
+            got = ask(lim, holder, priority=prio)
+            if got.granted:
+                order.append(holder)
+                lim.settle(LANE, got.reservation_id or "", input_tokens=0, output_tokens=0)
+            else:
+                assert got.reason == "priority"
+    assert order == ["high", "med", "low"]
+    assert lim.snapshot(LANE).waiting == {"high": 0, "medium": 0, "low": 0}
+
+
+def test_capacity_beyond_what_waiters_ahead_need_is_used_at_once(
+        lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(input_tpm=6000))  # cap 1000, 100 tokens/s
+    assert ask(lim, "x", 1000, priority="high").granted
+    h = ask(lim, "h", 500, priority="high")
+    assert (h.granted, h.wait_s) == (False, 5.0)
+    clock.advance(5.5)  # 550 available; h is late and needs 500 of them
+    low = ask(lim, "low", 100, priority="low")
+    assert (low.granted, low.reason, low.wait_s) == (False, "priority", 0.5)
+    clock.advance(0.5)  # 600: the 100 beyond h's need go to low without delaying h
+    assert ask(lim, "low", 100, priority="low").granted
+    assert ask(lim, "h", 500, priority="high").granted
+
+
+def test_a_call_that_spends_none_of_a_dimension_is_not_held_by_it(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(input_tpm=60_000, output_tpm=600))  # output: cap 100, 10/s
+    assert ask(lim, "chat", 10, 100).granted  # output bucket now empty
+    assert ask(lim, "chat2", 10, 50, priority="high").reason == "output_tpm"
+    assert ask(lim, "embed", 500, 0, priority="low").granted  # spends no output tokens
+
+
+def test_a_waiter_that_does_not_come_back_stops_blocking(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(concurrency=1))
+    a = ask(lim, "a")
+    h = ask(lim, "h", priority="high")  # wait 1 s (poll) + 5 s grace
+    assert h.wait_s == 1.0
+    lim.settle(LANE, a.reservation_id or "", input_tokens=0, output_tokens=0)
+    assert ask(lim, "low", priority="low").reason == "priority"
+    clock.advance(6)
+    low = ask(lim, "low", priority="low")
+    assert low.granted
+    assert lim.snapshot(LANE).waiting["high"] == 0
+    # h comes back late but within memory: it keeps its rank, ahead of a newer high.
+    assert ask(lim, "h", priority="high").reason == "concurrency"
+    clock.advance(1)
+    lim.settle(LANE, low.reservation_id or "", input_tokens=0, output_tokens=0)
+    assert ask(lim, "h2", priority="high").reason == "priority"
+    assert ask(lim, "h", priority="high").granted
+
+
+def test_low_priority_is_never_starved(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(concurrency=1))
+    current = ask(lim, "first").reservation_id
+    assert not ask(lim, "low", priority="low").granted  # ranked as if it came 60 s later
+    low_granted_at = None
+    for i in range(30):  # every 5 s a fresh high arrives just as the slot frees
+        clock.advance(5)
+        lim.settle(LANE, current or "", input_tokens=0, output_tokens=0)
+        high = ask(lim, f"high{i}", priority="high")
+        low = ask(lim, "low", priority="low")
+        assert high.granted != low.granted
+        current = (high if high.granted else low).reservation_id
+        if low.granted:
+            low_granted_at = clock() - T0
+            assert high.reason == "priority"
+            break
+    assert low_granted_at == 65.0  # the first high arriving after low's rank (T0 + 60)
+
+
+def test_same_priority_is_first_come_first_served(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(concurrency=1))
+    a = ask(lim, "a")
+    for name in ("w1", "w2", "w3"):
+        assert not ask(lim, name).granted
+        clock.advance(0.1)
+    lim.settle(LANE, a.reservation_id or "", input_tokens=0, output_tokens=0)
+    assert [ask(lim, n).granted for n in ("w3", "w2", "w1")] == [False, False, True]
+
+
+# --------------------------------------------------------------------------- provider headers
+
+
+def test_learned_limits_and_configured_ones_win(lim: Limiter) -> None:
+    lim.observe(LANE, RateLimitInfo(limit_requests=600, remaining_requests=600,
+                                    limit_tokens=100_000, remaining_tokens=100_000))
+    s = lim.snapshot(LANE)
+    assert (s.limits.rpm, s.limits.tpm) == (600, 100_000)
+    assert s.sources == {"rpm": "learned", "tpm": "learned"}
+    lim.configure(LANE, LaneLimits(rpm=60, concurrency=4))
+    s = lim.snapshot(LANE)
+    assert (s.limits.rpm, s.limits.tpm, s.limits.concurrency, s.learned.rpm) == (60, 100_000, 4, 600)
+    assert s.sources == {"rpm": "configured", "tpm": "learned", "concurrency": "configured"}
+    lim.configure(LANE, LaneLimits())
+    assert lim.snapshot(LANE).limits == LaneLimits(rpm=600, tpm=100_000)
+
+
+def test_split_token_limits_are_not_mistaken_for_a_total(lim: Limiter) -> None:
+    # Anthropic: "tokens" restates the tighter of the input/output limits.
+    lim.observe(LANE, RateLimitInfo(limit_input_tokens=40_000, limit_output_tokens=8_000,
+                                    limit_tokens=8_000, remaining_tokens=10))
+    assert lim.snapshot(LANE).limits == LaneLimits(input_tpm=40_000, output_tpm=8_000)
+    assert ask(lim, "a", 5_000, 100).granted
+
+
+def test_resync_drains_the_pacer_to_the_providers_remaining(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(rpm=60))  # our bucket: 10 requests
+    lim.observe(LANE, RateLimitInfo(remaining_requests=2))  # someone else spent the rest
+    assert [ask(lim, f"h{i}").granted for i in range(3)] == [True, True, False]
+    lim.observe(LANE, RateLimitInfo(remaining_requests=50))  # never raises our view
+    assert ask(lim, "h2").reason == "rpm"
+    other = "anthropic:claude"
+    lim.observe(other, RateLimitInfo(limit_requests=60, remaining_requests=3))
+    assert [ask(lim, f"o{i}", lane=other).granted for i in range(4)] == [True, True, True, False]
+    assert lim.snapshot(other).sources == {"rpm": "learned"}
+
+
+def test_resync_uses_the_providers_refill_rate(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(rpm=60))  # we refill 1/s
+    # 40 short, full again in 40 s: it refills at 1/s too, so 20 left is simply 20.
+    lim.observe(LANE, RateLimitInfo(limit_requests=60, remaining_requests=20, reset_requests_s=40))
+    assert ask(lim, "a").granted
+    # 40 short but only full in 60 s: refilling at 1/s we would overtake it within the minute.
+    lim.observe(LANE, RateLimitInfo(limit_requests=60, remaining_requests=20, reset_requests_s=60))
+    b = ask(lim, "b")
+    assert (b.granted, b.reason, b.wait_s) == (False, "rpm", 1.0)
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def test_lanes_lists_every_lane_touched(lim: Limiter) -> None:
+    lim.configure("p:a", LaneLimits(rpm=1))
+    ask(lim, "x", lane="p:b")
+    lim.observe("p:c", RateLimitInfo(limit_requests=5))
+    assert lim.lanes() == ["p:a", "p:b", "p:c"]
+
+
+def test_usage_leaves_the_window(lim: Limiter, clock: FakeClock) -> None:
+    r = ask(lim, "a", 10, 20)
+    lim.settle(LANE, r.reservation_id or "", input_tokens=11, output_tokens=22)
+    assert lim.snapshot(LANE).input_tokens_1m == 11
+    clock.advance(60.001)
+    s = lim.snapshot(LANE)
+    assert (s.requests_1m, s.input_tokens_1m, s.output_tokens_1m) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("bad", [
+    {"priority": "urgent"}, {"inp": -1}, {"holder": ""}, {"lane": "a{b}"},
+    {"lane": ""}, {"ttl_s": 0},
+])
+def test_invalid_arguments_are_refused(lim: Limiter, bad: dict[str, object]) -> None:
+    args: dict[str, object] = {"holder": "h"} | bad
+    with pytest.raises(ValueError):
+        ask(lim, **args)  # type: ignore[arg-type]
+
+
+def test_invalid_limits_are_refused() -> None:
+    with pytest.raises(ValueError):
+        LaneLimits(rpm=0)
+    with pytest.raises(ValueError):
+        LimiterPolicy(burst_s=120)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+def _run_jobs(lim: Limiter, clock: FakeClock, *, seconds: float, seed: int,
+              settle: bool) -> list[tuple[float, int, int]]:
+    """Jobs arrive faster than the quota and retry exactly when told; returns the grants."""
+    rng = random.Random(seed)
+    pending: list[dict] = []
+    grants: list[tuple[float, int, int]] = []
+    next_arrival, n, end = clock(), 0, clock() + seconds
+    while clock() < end:
+        while next_arrival <= clock():
+            pending.append({"holder": f"j{n}", "due": clock(), "in": rng.randint(1, 400),
+                            "out": rng.randint(1, 200),
+                            "prio": rng.choice(["high", "medium", "low"])})
+            n += 1
+            next_arrival += rng.uniform(0.2, 1.5)
+        for job in sorted((j for j in pending if j["due"] <= clock()), key=lambda j: j["due"]):
+            a = ask(lim, job["holder"], job["in"], job["out"], job["prio"], ttl_s=30)
+            if a.granted:
+                pending.remove(job)
+                used_in, used_out = job["in"], job["out"]
+                if settle:
+                    used_in, used_out = rng.randint(0, job["in"]), rng.randint(0, job["out"])
+                    lim.settle(LANE, a.reservation_id or "", input_tokens=used_in,
+                               output_tokens=used_out)
+                grants.append((clock(), used_in, used_out))
+            else:
+                job["due"] = clock() + a.wait_s
+        upcoming = [j["due"] for j in pending] + [next_arrival]
+        clock.t = max(min(upcoming), clock.t + 0.001)
+    return grants
+
+
+def _max_in_any_window(grants: list[tuple[float, int, int]], span: float, pick: int) -> float:
+    best = 0.0
+    for t, *_ in grants:  # a closed window [t, t + span] starting at each grant
+        best = max(best, sum(1 if pick == 0 else g[pick] for g in grants if t <= g[0] <= t + span + 1e-9))
+    return best
+
+
+def test_saturated_lane_runs_at_the_quota_and_never_above(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(rpm=30))
+    grants = _run_jobs(lim, clock, seconds=300, seed=1, settle=False)
+    assert _max_in_any_window(grants, 60, 0) <= 30
+    assert _max_in_any_window(grants, 10, 0) <= 5 + 5  # pacer: 5 burst + 10 s x 0.5/s
+    assert len(grants) >= 0.95 * 30 * 300 / 60  # no quota left idle under load
+
+
+def test_token_quotas_hold_with_settled_usage(lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(input_tpm=6000, output_tpm=4000, concurrency=5))
+    grants = _run_jobs(lim, clock, seconds=300, seed=2, settle=True)
+    assert len(grants) > 50
+    assert _max_in_any_window(grants, 60, 1) <= 6000
+    assert _max_in_any_window(grants, 60, 2) <= 4000
+
+
+def test_redis_and_in_memory_agree_exactly(redis_client: object) -> None:
+    """One random workload through both implementations: identical answers at every step."""
+    clock = FakeClock()
+    policy = LimiterPolicy(burst_s=15, aging_s=10, waiter_grace_s=2)
+    limiters = [InMemoryLimiter(clock, policy=policy), _redis_factory(redis_client, clock)(policy)]
+    rng = random.Random(7)
+    open_ids: list[list[str]] = [[], []]
+    reasons: set[str] = set()
+
+    def both(call: Callable[[Limiter, list[str]], object], step: int) -> list[object]:
+        got = [call(lim, ids) for lim, ids in zip(limiters, open_ids, strict=True)]
+        assert got[0] == got[1], step
+        return got
+
+    limit_choices = [LaneLimits(rpm=40, input_tpm=5000, tpm=8000, concurrency=6),
+                     LaneLimits(rpm=20, output_tpm=3000, concurrency=3),
+                     LaneLimits(concurrency=2), LaneLimits()]
+    for step in range(1600):
+        if step % 200 == 0:  # phases: each set of limits in turn, and back again
+            limits = limit_choices[step // 200 % len(limit_choices)]
+            both(lambda lim, ids: lim.configure(LANE, limits), step)  # noqa: B023
+        op = rng.random()
+        clock.advance(rng.choice([0, 0, 0.05, 0.3, 1.7]))
+        if op < 0.6:
+            kw = {"holder": f"h{rng.randint(0, 25)}", "inp": rng.randint(0, 900),
+                  "out": rng.randint(0, 700), "priority": rng.choice(["high", "medium", "low"]),
+                  "ttl_s": rng.choice([2, 20])}
+            got = [ask(lim, **kw) for lim in limiters]  # type: ignore[arg-type]
+            assert [(a.granted, a.wait_s, a.reason) for a in got][0] == \
+                [(a.granted, a.wait_s, a.reason) for a in got][1], step
+            reasons.add(got[0].reason)
+            if got[0].granted:
+                for ids, a in zip(open_ids, got, strict=True):
+                    ids.append(a.reservation_id or "")
+        elif op < 0.85 and open_ids[0]:
+            i = rng.randrange(len(open_ids[0]))
+            usage = {"input_tokens": rng.randint(0, 1200), "output_tokens": rng.randint(0, 900)}
+            both(lambda lim, ids: lim.settle(LANE, ids.pop(i), **usage), step)  # noqa: B023
+        elif op < 0.9 and open_ids[0]:
+            i = rng.randrange(len(open_ids[0]))
+            both(lambda lim, ids: lim.release(LANE, ids.pop(i)), step)  # noqa: B023
+        elif op < 0.93:
+            ra = rng.choice([None, 0.5, 3])
+            both(lambda lim, ids: lim.on_rate_limited(LANE, ra), step)  # noqa: B023
+        elif op < 0.98:
+            split = rng.random() < 0.5
+            info = RateLimitInfo(
+                limit_requests=rng.choice([None, 40, 50]), remaining_requests=rng.randint(0, 40),
+                reset_requests_s=rng.choice([None, 0.5, 20, 59.9]),
+                limit_tokens=rng.choice([None, 9000]), remaining_tokens=rng.randint(0, 9000),
+                reset_tokens_s=rng.choice([None, 3.3]),
+                remaining_input_tokens=rng.randint(0, 5000) if split else None)
+            both(lambda lim, ids: lim.observe(LANE, info), step)  # noqa: B023
+        else:
+            clock.advance(rng.choice([5, 30, 61]))
+        both(lambda lim, ids: lim.snapshot(LANE), step)
+    # (learned limits persist, so a rate's longer wait usually outranks "concurrency")
+    assert reasons >= {"ok", "paused", "rpm", "input_tpm", "output_tpm", "tpm", "priority"}
