@@ -10,12 +10,13 @@ from functools import cached_property
 from fastapi import FastAPI
 
 from .. import __version__
+from ..adapters.limiter import RedisLimiter
 from ..adapters.queues import QueueInspector
 from ..config import Settings, load_settings
 from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
-from .routes import aliases, jobs, system
+from .routes import aliases, jobs, limits, system
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,13 @@ class ApiContainer(Container):
     @cached_property
     def queue_inspector(self) -> QueueInspector:
         return QueueInspector(self.celery, ttl_s=self.settings.queues_cache_s)
+
+    @cached_property
+    def limiter(self) -> RedisLimiter:
+        import redis
+
+        return RedisLimiter(redis.Redis.from_url(self.settings.state_redis(), socket_timeout=3,
+                                                 socket_connect_timeout=2))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(system.router)
+    app.include_router(limits.router)
     app.include_router(aliases.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

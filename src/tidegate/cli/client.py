@@ -45,7 +45,7 @@ class Api:
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (submit, status, jobs, cancel, retry, queues):
+    for fn in (submit, status, jobs, cancel, retry, queues, limits):
         app.command(rich_help_panel="Use")(fn)
 
 
@@ -196,3 +196,27 @@ def queues() -> None:
         workers.add_row(w["name"], str(w["active"]), str(w["reserved"]), ",".join(w["queues"]))
     console.print(workers if report["workers"] else "[yellow]no workers are running[/]")
     console.print("jobs: " + ", ".join(f"{k} {v}" for k, v in report["jobs_by_status"].items()))
+
+
+def _fmt(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def limits() -> None:
+    """Show each provider lane: limits (configured or learned), last minute's use, in-flight
+    calls, waiting jobs and any 429 pause."""
+    report = Api().call("GET", "/v1/limits")
+    table = Table("lane", "rpm", "tpm (in/out/total)", "conc.", "used 1m (req/in/out)",
+                  "in flight", "waiting h/m/l", "rate", "paused")
+    for lane in report["lanes"]:
+        lim, use, wait = lane["limits"], lane["usage_1m"], lane["waiting"]
+        src = "learned" if "learned" in lane["sources"].values() else ""
+        table.add_row(
+            lane["lane"], _fmt(lim["rpm"]),
+            f"{_fmt(lim['input_tpm'])}/{_fmt(lim['output_tpm'])}/{_fmt(lim['tpm'])} {src}",
+            _fmt(lim["concurrency"]),
+            f"{use['requests']}/{use['input_tokens']:,}/{use['output_tokens']:,}",
+            str(lane["in_flight"]), f"{wait['high']}/{wait['medium']}/{wait['low']}",
+            f"{lane['rate_factor']:.2f}",
+            f"{lane['paused_for_s']:.1f}s" if lane["paused_for_s"] else "")
+    console.print(table if report["lanes"] else "no lanes used yet")

@@ -234,6 +234,7 @@ class JobLLM:
                                                          functools.partial(call, lane))
             except RateLimited as exc:
                 gw.limiter.release(lane, adm.reservation_id)
+                gw.limiter.observe(lane, exc.rate_limits)
                 until = gw.limiter.on_rate_limited(lane, exc.retry_after_s)
                 metrics.provider_calls.labels(lane=lane, outcome="rate_limited").inc()
                 log.warning("job %s: 429 on %s, lane paused until %.1f", ctx.job_id, lane,

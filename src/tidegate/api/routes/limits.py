@@ -1,0 +1,37 @@
+"""/v1/limits: each provider lane's quota, use and state, from the shared limiter."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+
+from ...core.errors import Unavailable
+from ..deps import ContainerDep, TenantDep
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/v1/limits")
+async def limits(container: ContainerDep, _tenant: TenantDep) -> dict[str, Any]:
+    """Every lane (`provider:model`): its limits (configured or learned from the provider's
+    headers), use over the last minute, in-flight calls, waiting jobs by priority, and the
+    pause a 429 imposed."""
+
+    def collect() -> list[dict[str, Any]]:
+        import redis
+
+        limiter = container.limiter
+        try:
+            snaps = [limiter.snapshot(lane).to_dict() for lane in limiter.lanes()]
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis unavailable: {type(exc).__name__}") from exc
+        now = time.time()
+        for snap in snaps:
+            until = snap["paused_until"]
+            snap["paused_for_s"] = round(until - now, 2) if until and until > now else 0.0
+        return snaps
+
+    return {"lanes": await run_in_threadpool(collect)}
