@@ -85,6 +85,8 @@ def run_up(settings: Settings, *, flower_port: int = 0) -> int:
             engine.dispose()
         key = ensure_first_key(settings)
         simulated = _maybe_simulator(settings, sup, me, env)
+        settings = settings.model_copy(update={
+            "simulator_url": env.get("TIDEGATE_SIMULATOR_URL", settings.simulator_url)})
         sup.add("api", [*me, "api"], env)
         sup.add("worker", [*me, "worker", "-c", str(settings.worker_concurrency)], env)
         sup.add("beat", [*me, "beat"], env)
@@ -148,6 +150,7 @@ def _banner(sup: Supervisor, settings: Settings, api_url: str, key: str,
     if simulated:
         lines.append(f"  providers   SIMULATED for {', '.join(simulated)} (no API key set); "
                      "results say \"simulated\": true")
+        lines.append(f"  simulator   {settings.simulator_url}   (GET /_sim/stats)")
     lines += ["", "Try:  tidegate submit echo --input '{\"text\": \"hi\", \"sleep_s\": 2}' --wait",
               "Stop: Ctrl-C", ""]
     for line in lines:

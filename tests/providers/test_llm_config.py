@@ -44,6 +44,11 @@ rpm = 30
 [lanes."openai:gpt-4o@team-b"]
 rpm = 5
 concurrency = 1
+[lanes."openai:*"]
+rpm = 500
+[lanes."anthropic:*"]
+input_tpm = 50000
+output_tpm = 10000
 """))
     assert cfg.lane_limits("openai:gpt-4o").rpm == 30
     assert cfg.lane_limits("openai:gpt-4o@team-a").rpm == 30  # account falls back to the model

@@ -40,7 +40,8 @@ class ReportInput(BaseModel):
 
 def _section_prompt(inp: ReportInput, about: str) -> str:
     focus = f" Pay particular attention to: {inp.focus}." if inp.focus else ""
-    return (f"Startup: {inp.startup}.{focus}\n\nWrite the section of the memo about {about}. "
+    return (f"We are researching the startup {inp.startup}.{focus}\n\n"
+            f"Write the section of the memo about {about}. "
             "Three short paragraphs at most.")
 
 

@@ -23,7 +23,8 @@ from tidegate.providers.simulator.wordbank import (
 from tidegate.providers.tokens import CHARS_PER_TOKEN, estimate_tokens
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]+")
-_NAMED = re.compile(r"""(?:startup|company|called|named|about|for)\s*[:"“']*\s*([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*){0,2})""")
+# A name is up to three capitalised words on one line; a trailing full stop is not part of it.
+_NAMED = re.compile(r"""(?i:startup|company|called|named|about|for)[ \t]*[:"“']*[ \t]*([A-Z][\w&-]*(?:\.[\w&-]+)*(?:[ \t]+[A-Z][\w&-]*(?:\.[\w&-]+)*){0,2})""")
 _QUOTED = re.compile(r"""["“]([^"”]{2,40})["”]""")
 JSON_HINT = re.compile(r"respond with json|json object|in json|as json", re.IGNORECASE)
 

@@ -1,0 +1,126 @@
+"""The LLM job types end to end: `tidegate up` with the provider simulator, all offline."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import httpx
+import pytest
+
+from .harness import Up, start_up, stop_up, wait_job
+
+pytestmark = pytest.mark.slow
+
+FAST_SIM = {"latency_min_ms": 20, "latency_max_ms": 60, "per_token_ms": 0,
+            "output_tokens_min": 40, "output_tokens_max": 80}
+
+
+def sim(up: Up, path: str, json: dict | None = None) -> dict:
+    r = httpx.post(up.simulator_url + path, json=json or {}, timeout=5) if json is not None \
+        else httpx.get(up.simulator_url + path, timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("llm")
+    up = start_up(tmp, {"TIDEGATE_LEASE_S": "4", "TIDEGATE_HEARTBEAT_S": "0.5",
+                        "TIDEGATE_SWEEP_INTERVAL_S": "1"})
+    try:
+        yield up
+    finally:
+        assert stop_up(up) == 0
+
+
+def test_every_job_type_succeeds_on_the_simulator(up: Up) -> None:
+    sim(up, "/_sim/config", FAST_SIM)
+    jobs = {
+        "startup_report": {"startup": "TeslaAI", "focus": "battery supply chain"},
+        "chat": {"message": "What is a term sheet?", "conversation_id": "conv-1"},
+        "analyze_section": {"section": "Market", "content": "We sell to every company."},
+        "embeddings": {"texts": ["alpha", "beta", "gamma"]},
+    }
+    with up.http() as client:
+        ids = {t: client.post("/v1/jobs", json={"type": t, "input": i}).json()["job_id"]
+               for t, i in jobs.items()}
+        legacy = client.post("/generate", json={"startup": "Acme Robotics"}).json()["job_id"]
+        done = {t: wait_job(client, job_id, 120) for t, job_id in ids.items()}
+        for t, job in done.items():
+            assert job["status"] == "succeeded", (t, job["error"])
+            assert job["result"]["simulated"] is True, t
+            assert job["usage"]["input_tokens"] > 0, t
+        report = done["startup_report"]["result"]
+        assert report["report"].startswith("# TeslaAI")
+        assert set(report["sections"]) == {"market", "product", "team", "competition", "risks",
+                                           "verdict", "synthesis"}
+        lanes = {s["lane"].split(":")[0] for s in report["sections"].values()}
+        assert lanes == {"openai", "anthropic", "gemini"}  # spread across providers
+        assert done["startup_report"]["usage"]["cost_usd"] > 0
+        feedback = done["analyze_section"]["result"]["feedback"]
+        assert set(feedback) == {"strengths", "issues", "suggestions"}
+        emb = done["embeddings"]["result"]
+        assert emb["count"] == 3 and emb["dimensions"] > 0
+        assert done["chat"]["result"]["reply"]
+        assert wait_job(client, legacy, 120)["status"] == "succeeded"
+        state = client.get(f"/status/{legacy}").json()
+        assert state["state"] == "SUCCESS" and "report" in state["result"]
+        limits = client.get("/v1/limits").json()["lanes"]
+        assert {lane["lane"].split(":")[0] for lane in limits} >= {"openai", "anthropic",
+                                                                   "gemini"}
+    shown = up.cli("limits")
+    assert shown.returncode == 0 and "openai" in shown.stdout
+
+
+def test_report_through_the_cli(up: Up) -> None:
+    sim(up, "/_sim/config", FAST_SIM)
+    done = up.cli("submit", "startup_report", "--input", '{"startup": "Kiln Robotics"}',
+                  "--wait", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Kiln Robotics" in done.stdout and "Summary" in done.stdout
+
+
+def test_permanent_provider_error_fails_at_once(up: Up) -> None:
+    sim(up, "/_sim/config", {**FAST_SIM, "context_window": 50})
+    try:
+        with up.http() as client:
+            job_id = client.post("/v1/jobs", json={"type": "analyze_section", "input": {
+                "section": "Risks", "content": "word " * 400}}).json()["job_id"]
+            job = wait_job(client, job_id, 60)
+    finally:
+        sim(up, "/_sim/config", {"context_window": 128000})
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["error"]["code"] == "context_too_long"
+    assert "openai" in job["error"]["message"]
+
+
+def test_interrupted_report_resumes_without_repeating_sections(up: Up) -> None:
+    # Slow calls, so that the worker can be killed half way through.
+    sim(up, "/_sim/config", {**FAST_SIM, "latency_min_ms": 700, "latency_max_ms": 800})
+    sim(up, "/_sim/reset", {})
+    with up.http() as client:
+        job_id = client.post("/v1/jobs", json={"type": "startup_report",
+                                               "input": {"startup": "Harbor Pay"}}
+                             ).json()["job_id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if job["progress"] >= 3 * 100 // 7:  # three sections checkpointed
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"report did not progress: {job}")
+        pids = re.findall(r"tidegate-high-medium-low-(\d+)@", up.log.read_text())
+        os.kill(int(pids[-1]), signal.SIGKILL)  # the whole worker, mid-report
+        sim(up, "/_sim/config", FAST_SIM)
+        job = wait_job(client, job_id, 120)
+        history = [e["kind"] for e in client.get(f"/v1/jobs/{job_id}/history").json()]
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2 and "requeued" in history
+    calls = sim(up, "/_sim/stats")["total"]["requests"]
+    # 7 calls for the report; at most one more: the call in flight when the worker died.
+    assert 7 <= calls <= 8, calls
+    assert "worker exited" in up.log.read_text()

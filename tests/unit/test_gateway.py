@@ -1,0 +1,177 @@
+"""The LLM gateway's policy with fake providers and the in-memory limiter."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from tidegate.core.context import JobContext
+from tidegate.core.errors import JobCancelled, JobFailed, RetryLater
+from tidegate.core.limits import InMemoryLimiter, LimiterPolicy
+from tidegate.core.llm import (
+    ContextTooLong,
+    LLMRequest,
+    LLMResponse,
+    PermanentError,
+    RateLimited,
+    RateLimitInfo,
+    TransientError,
+)
+from tidegate.core.memory import InMemoryJobStore
+from tidegate.core.models import Job, new_job_id, utcnow
+from tidegate.core.statuses import Priority
+from tidegate.llm import GatewayPolicy, LLMGateway
+from tidegate.llm_config import load_llm_config
+from tidegate.providers import Providers
+
+
+class Fake:
+    """A provider that plays a script of outcomes, then succeeds."""
+
+    def __init__(self, name: str, script: list[object] | None = None, delay_s: float = 0.0):
+        self.name, self.simulated = name, True
+        self.script = list(script or [])
+        self.calls: list[LLMRequest] = []
+        self.delay_s = delay_s
+
+    def complete(self, req: LLMRequest) -> LLMResponse:
+        self.calls.append(req)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.script:
+            outcome = self.script.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+        return LLMResponse(text=f"{self.name} says hi", input_tokens=10, output_tokens=20,
+                           model=req.model, provider=self.name, latency_s=0.01,
+                           rate_limits=RateLimitInfo(limit_requests=1000), simulated=True)
+
+    def stream(self, req: LLMRequest):  # pragma: no cover - not used by the gateway
+        raise NotImplementedError
+
+
+class Nothing(BaseModel):
+    pass
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    cfg_file = tmp_path / "llm.toml"
+    cfg_file.write_text('[jobs.t]\nmodel = "openai:m1"\n'
+                        'fallbacks = ["openai:m1", "anthropic:m2"]\n'
+                        '[lanes."openai:m1"]\nrpm = 600\n')
+    config = load_llm_config(str(cfg_file))
+    openai, anthropic = Fake("openai"), Fake("anthropic")
+    providers = Providers()
+    providers.add(openai)
+    providers.add(anthropic)
+    limiter = InMemoryLimiter(time.time, policy=LimiterPolicy(burst_s=60))
+    gateway = LLMGateway(providers, limiter, config,
+                         policy=GatewayPolicy(short_wait_s=0.5, fallback_after_s=2, poll_s=0.02))
+    store = InMemoryJobStore()
+
+    def context() -> JobContext[Nothing]:
+        now = utcnow()
+        job, _ = store.create(Job(id=new_job_id(), tenant="t", type="t",
+                                  priority=Priority.HIGH, input={}))
+        store.claim(job.id, owner="w", lease_until=now + timedelta(seconds=30), now=now)
+        return JobContext(job_id=job.id, tenant="t", job_type="t", attempt=1, max_attempts=3,
+                          input=Nothing(), store=store, checkpoint={},
+                          services={"llm": gateway}, priority="high")
+
+    return gateway, limiter, openai, anthropic, context, store
+
+
+def ask(ctx: JobContext[Nothing], **kw: object):
+    return ctx.llm.complete([{"role": "user", "content": "hello"}], **kw)
+
+
+def test_success_records_usage_cost_and_lane(setup) -> None:
+    gateway, limiter, openai, _, context, _ = setup
+    ctx = context()
+    resp, rec = ask(ctx)
+    assert resp.text == "openai says hi" and rec.lane == "openai:m1"
+    assert (ctx.usage.input_tokens, ctx.usage.output_tokens) == (10, 20)
+    snap = limiter.snapshot("openai:m1")
+    assert snap.requests_1m == 1 and snap.in_flight == 0
+    assert snap.limits.rpm == 600  # configured from settings
+
+
+def test_429_pauses_the_lane_and_is_not_an_attempt(setup) -> None:
+    gateway, limiter, openai, _, context, _ = setup
+    openai.script = [RateLimited("slow down", retry_after_s=0.3, provider="openai")]
+    ctx = context()
+    started = time.monotonic()
+    resp, rec = ask(ctx)  # waits out the 0.3 s pause in place, then succeeds
+    assert time.monotonic() - started >= 0.25
+    assert len(openai.calls) == 2 and rec.lane == "openai:m1"
+    assert limiter.snapshot("openai:m1").rate_factor < 1.0
+
+
+def test_long_quota_wait_gives_the_slot_back(setup) -> None:
+    gateway, limiter, openai, anthropic, context, _ = setup
+    openai.script = [RateLimited("slow down", retry_after_s=1.5, provider="openai")]
+    with pytest.raises(RetryLater) as info:
+        ask(context(), model="openai:m1")  # an explicit model has no fallbacks
+    assert not info.value.counts_as_attempt and info.value.delay_s > 0.5
+    assert anthropic.calls == []
+
+
+def test_long_pause_falls_back_to_the_next_lane(setup) -> None:
+    gateway, limiter, openai, anthropic, context, _ = setup
+    limiter.on_rate_limited("openai:m1", 30)
+    resp, rec = ask(context())
+    assert rec.lane == "anthropic:m2" and rec.lanes_tried == ["openai:m1", "anthropic:m2"]
+    assert openai.calls == []
+
+
+def test_transient_errors_fall_back_then_retry_with_backoff(setup) -> None:
+    gateway, limiter, openai, anthropic, context, _ = setup
+    openai.script = [TransientError("503", provider="openai")]
+    _, rec = ask(context())
+    assert rec.lane == "anthropic:m2"
+    openai.script = [TransientError("503", provider="openai")]
+    anthropic.script = [TransientError("529", provider="anthropic")]
+    with pytest.raises(RetryLater) as info:
+        ask(context())
+    assert info.value.counts_as_attempt and info.value.error_code == "provider_unavailable"
+
+
+@pytest.mark.parametrize("error,code", [
+    (PermanentError("401 bad key", provider="openai"), "provider_rejected"),
+    (ContextTooLong("too long", provider="openai"), "context_too_long"),
+])
+def test_permanent_errors_fail_at_once(setup, error, code) -> None:
+    gateway, limiter, openai, anthropic, context, _ = setup
+    openai.script = [error]
+    with pytest.raises(JobFailed) as info:
+        ask(context())
+    assert info.value.code == code and anthropic.calls == []
+    assert limiter.snapshot("openai:m1").in_flight == 0
+
+
+def test_cancel_abandons_an_in_flight_call(setup) -> None:
+    gateway, limiter, openai, _, context, _ = setup
+    openai.delay_s = 3.0
+    ctx = context()
+    threading.Timer(0.2, ctx.cancel_event.set).start()
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        ask(ctx)
+    assert time.monotonic() - started < 1.5
+    deadline = time.monotonic() + 5  # the abandoned call settles its reservation on return
+    while limiter.snapshot("openai:m1").in_flight and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert limiter.snapshot("openai:m1").in_flight == 0
+
+
+def test_unknown_model_is_a_clear_failure(setup) -> None:
+    _, _, _, _, context, _ = setup
+    with pytest.raises(JobFailed) as info:
+        ask(context(), model="nope")
+    assert info.value.code == "invalid_model" and "unknown model" in info.value.message
