@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,31 @@ def _purge(url: str) -> None:
                 channel.queue_purge(q)
             except Exception:
                 channel = conn.channel()
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found += kids
+                todo += kids
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A safety net: a process a test started and failed to stop must not outlive the run
+    (it would hold CI's output pipe open). Stopped by PID, and reported."""
+    import os
+    import signal
+
+    leftovers = _descendants(os.getpid())
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if leftovers:
+        print(f"\nkilled {len(leftovers)} process(es) left behind by tests: {leftovers}")

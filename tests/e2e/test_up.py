@@ -63,14 +63,14 @@ def test_up_restarts_a_crashed_child(tmp_path: Path) -> None:
     try:
         import re
 
-        pids = [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
-                                           up.log.read_text())]
+        api_started = re.compile(r"^api\s+\| INFO:\s+Started server process \[(\d+)\]", re.M)
+        pids = [int(p) for p in api_started.findall(up.log.read_text())]
         assert pids, "API pid not in the log"
         os.kill(pids[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             text = up.log.read_text()
-            if "api exited" in text and text.count("Started server process") >= 2:
+            if "api exited" in text and len(api_started.findall(text)) >= 2:
                 break
             time.sleep(0.3)
         else:

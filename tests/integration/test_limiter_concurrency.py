@@ -69,10 +69,12 @@ def _hammer(prefix: str, worker: int, seconds: float, policy: dict[str, Any],
 
 def _run(prefix: str, seconds: float, policy: dict[str, Any], priorities: list[str],
          max_tokens: int = 0, hold_s: float = 0.0) -> list[dict[str, int]]:
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a test process that already runs threads can deadlock.
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(len(priorities)) as pool:
-        return pool.starmap(_hammer, [(prefix, i, seconds, policy, p, max_tokens, hold_s)
-                                      for i, p in enumerate(priorities)])
+        work = pool.starmap_async(_hammer, [(prefix, i, seconds, policy, p, max_tokens, hold_s)
+                                            for i, p in enumerate(priorities)])
+        return work.get(timeout=seconds + 60)
 
 
 def _grant_log(prefix: str) -> list[tuple[int, int]]:
@@ -122,19 +124,22 @@ def test_concurrency_cap_is_never_exceeded(prefix: str) -> None:
 
 def _acquire_and_die(prefix: str) -> None:
     _, lim = _limiter(prefix)
-    a = lim.acquire(LANE, input_tokens=1, output_tokens=1, holder="doomed", ttl_s=0.3)
+    a = lim.acquire(LANE, input_tokens=1, output_tokens=1, holder="doomed", ttl_s=3.0)
     os._exit(0 if a.granted else 1)  # dies holding the slot: no settle, no cleanup
 
 
 def test_a_dead_holders_reservation_expires_on_its_own(prefix: str) -> None:
     _, lim = _limiter(prefix)
     lim.configure(LANE, LaneLimits(concurrency=1))
-    child = multiprocessing.get_context("fork").Process(target=_acquire_and_die, args=(prefix,))
+    child = multiprocessing.get_context("spawn").Process(target=_acquire_and_die,
+                                                         args=(prefix,))
     child.start()
-    child.join(10)
+    child.join(60)
+    if child.exitcode is None:
+        child.kill()
     assert child.exitcode == 0
     first = lim.acquire(LANE, input_tokens=1, output_tokens=1, holder="next", ttl_s=5)
-    assert not first.granted and first.reason == "concurrency" and first.wait_s <= 0.3
+    assert not first.granted and first.reason == "concurrency" and first.wait_s <= 3.0
     deadline = time.monotonic() + 10  # generous: only guards against a hang
     a = first
     while not a.granted and time.monotonic() < deadline:
