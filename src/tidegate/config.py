@@ -77,6 +77,8 @@ class Settings(BaseSettings):
                                     "running jobs finish this long, then hands them back")
     job_modules: str = Field(default="", description="comma-separated modules that register "
                              "your own job types, imported by the API and the workers")
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="serve this "
+                                     "worker's Prometheus metrics on this port (0: don't)")
     sweep_interval_s: float = Field(default=10.0, gt=0)
     dispatch_grace_s: float = Field(default=10.0, ge=0)
     redispatch_after_s: float = Field(default=600.0, gt=0)

@@ -88,7 +88,9 @@ def run_up(settings: Settings, *, flower_port: int = 0) -> int:
         settings = settings.model_copy(update={
             "simulator_url": env.get("TIDEGATE_SIMULATOR_URL", settings.simulator_url)})
         sup.add("api", [*me, "api"], env)
-        sup.add("worker", [*me, "worker", "-c", str(settings.worker_concurrency)], env)
+        metrics_port = settings.worker_metrics_port or free_port()
+        sup.add("worker", [*me, "worker", "-c", str(settings.worker_concurrency)],
+                {**env, "TIDEGATE_WORKER_METRICS_PORT": str(metrics_port)})
         sup.add("beat", [*me, "beat"], env)
         if flower_port:
             sup.add("flower", [*me, "flower", "--port", str(flower_port)], env)
@@ -99,7 +101,7 @@ def run_up(settings: Settings, *, flower_port: int = 0) -> int:
         if not _wait_for(lambda: httpx.get(f"{api_url}/healthz", timeout=1).status_code == 200,
                          60):
             sup.say("tidegate | the API did not come up within 60 s; see its log above")
-        _banner(sup, settings, api_url, key, simulated, flower_port, embedded)
+        _banner(sup, settings, api_url, key, simulated, flower_port, embedded, metrics_port)
         sup.run()
     finally:
         sup.say("tidegate | stopping...")
@@ -133,7 +135,7 @@ def _maybe_simulator(settings: Settings, sup: Supervisor, me: list[str],
 
 
 def _banner(sup: Supervisor, settings: Settings, api_url: str, key: str,
-            simulated: list[str], flower_port: int, embedded: bool) -> None:
+            simulated: list[str], flower_port: int, embedded: bool, metrics_port: int) -> None:
     lines = [
         "",
         "Tidegate is running.",
@@ -144,6 +146,8 @@ def _banner(sup: Supervisor, settings: Settings, api_url: str, key: str,
         f"  redis       {redact(settings.redis_url or '')}"
         + ("  (embedded)" if embedded else ""),
         f"  broker      {redact(settings.broker())}",
+        f"  metrics     {api_url}/metrics (system), http://{settings.host}:{metrics_port}/metrics"
+        " (worker)",
     ]
     if flower_port:
         lines.append(f"  flower      http://127.0.0.1:{flower_port}")

@@ -73,6 +73,13 @@ def test_every_job_type_succeeds_on_the_simulator(up: Up) -> None:
                                                                    "gemini"}
     shown = up.cli("limits")
     assert shown.returncode == 0 and "openai" in shown.stdout
+    worker_metrics = re.search(r"(http://[\d.]+:\d+/metrics) \(worker\)", up.log.read_text())
+    assert worker_metrics, "worker metrics URL not in the banner"
+    text = httpx.get(worker_metrics.group(1), timeout=5).text
+    assert 'tidegate_provider_calls_total{lane="openai:gpt-4o-mini",outcome="ok"}' in text
+    assert 'tidegate_job_outcomes_total{outcome="succeeded",type="startup_report"}' in text
+    system = httpx.get(up.url + "/metrics", timeout=5).text
+    assert 'tidegate_lane_requests_last_minute{lane="gemini:gemini-2.0-flash"}' in system
 
 
 def test_report_through_the_cli(up: Up) -> None:

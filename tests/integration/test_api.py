@@ -183,3 +183,12 @@ def test_auth_off(tmp_path: Path, redis_url: str) -> None:
     upgrade(engine)
     client = TestClient(create_app(settings))
     assert client.post("/v1/jobs", json={"type": "echo"}).status_code == 202
+
+
+def test_prometheus_metrics(api) -> None:
+    client, a, _ = api
+    client.post("/v1/jobs", json={"type": "echo"}, headers=a)
+    text = client.get("/metrics").text  # aggregates only: no key needed
+    assert 'tidegate_jobs{status="queued"} 1.0' in text
+    assert 'tidegate_source_up{source="database"} 1.0' in text
+    assert 'tidegate_queue_ready{queue="medium"}' in text

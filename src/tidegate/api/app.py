@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from functools import cached_property
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from .. import __version__
 from ..adapters.limiter import RedisLimiter
@@ -25,6 +26,17 @@ class ApiContainer(Container):
     @cached_property
     def queue_inspector(self) -> QueueInspector:
         return QueueInspector(self.celery, ttl_s=self.settings.queues_cache_s)
+
+    @cached_property
+    def metrics_registry(self) -> CollectorRegistry:
+        from ..adapters.metrics import SystemCollector
+        from .routes.limits import lane_report
+
+        registry = CollectorRegistry()
+        registry.register(SystemCollector(counts=self.store.count_by_status,
+                                          queues=self.queue_inspector.stats,
+                                          lanes=lambda: lane_report(self.limiter)))
+        return registry
 
     @cached_property
     def limiter(self) -> RedisLimiter:

@@ -85,6 +85,11 @@ def worker(queues: Annotated[str, typer.Option(
     if not wanted or unknown:
         fail(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; use high, medium, low")
     setup_logging(loglevel)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        # Counters live in this process: exact with the threads pool (the default).
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
     celery_app = create_worker_app(settings)
     node = name or f"tidegate-{'-'.join(wanted)}-{os.getpid()}@{socket.gethostname()}"
     celery_app.worker_main([

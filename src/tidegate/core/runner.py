@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,7 @@ from .errors import (
     UnknownJobType,
     WorkerStopping,
 )
-from .models import JobEvent, utcnow
+from .models import Job, JobEvent, utcnow
 from .ports import JobStore
 from .registry import Registry
 from .statuses import WAITING, Status
@@ -36,6 +36,7 @@ class Outcome:
     kind: str  # "succeeded" | "failed" | "cancelled" | "retry" | "skipped" | "lost"
     delay_s: float = 0.0
     queue: str = ""
+    job_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,10 @@ class Runner:
                                lease_until=now + timedelta(seconds=self.config.lease_s), now=now)
         if job is None:
             return self._not_claimed(job_id, now)
+        return replace(self._execute(job), job_type=job.type)
+
+    def _execute(self, job: Job) -> Outcome:
+        job_id = job.id
         attempt = job.attempts
         self._event(job_id, "claimed", attempt, worker=self.worker_id)
         try:

@@ -20,18 +20,19 @@ async def limits(container: ContainerDep, _tenant: TenantDep) -> dict[str, Any]:
     headers), use over the last minute, in-flight calls, waiting jobs by priority, and the
     pause a 429 imposed."""
 
-    def collect() -> list[dict[str, Any]]:
-        import redis
+    return {"lanes": await run_in_threadpool(lane_report, container.limiter)}
 
-        limiter = container.limiter
-        try:
-            snaps = [limiter.snapshot(lane).to_dict() for lane in limiter.lanes()]
-        except redis.RedisError as exc:
-            raise Unavailable(f"Redis unavailable: {type(exc).__name__}") from exc
-        now = time.time()
-        for snap in snaps:
-            until = snap["paused_until"]
-            snap["paused_for_s"] = round(until - now, 2) if until and until > now else 0.0
-        return snaps
 
-    return {"lanes": await run_in_threadpool(collect)}
+def lane_report(limiter: Any) -> list[dict[str, Any]]:
+    """Every lane's snapshot, with the time left on its pause."""
+    import redis
+
+    try:
+        snaps = [limiter.snapshot(lane).to_dict() for lane in limiter.lanes()]
+    except redis.RedisError as exc:
+        raise Unavailable(f"Redis unavailable: {type(exc).__name__}") from exc
+    now = time.time()
+    for snap in snaps:
+        until = snap["paused_until"]
+        snap["paused_for_s"] = round(until - now, 2) if until and until > now else 0.0
+    return snaps

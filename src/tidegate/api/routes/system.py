@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...core.errors import Unavailable
 from ..deps import ContainerDep, TenantDep
@@ -34,6 +35,14 @@ def readyz(container: ContainerDep) -> JSONResponse:
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
                         status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(container: ContainerDep) -> PlainTextResponse:
+    """Prometheus metrics: jobs by status, queue depth, workers, provider lanes.
+    Aggregates only (no tenant's data), so it needs no API key."""
+    return PlainTextResponse(generate_latest(container.metrics_registry),
+                             media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/queues", response_model=QueuesReport)
