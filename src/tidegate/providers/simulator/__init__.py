@@ -5,10 +5,19 @@ per-key quotas with the vendors' own 429 shapes and headers, injects faults on d
 answers with deterministic, plausible text, so the whole system can run and be tested offline.
 """
 
-from tidegate.providers.simulator.app import create_app
-from tidegate.providers.simulator.config import SimulatorConfig, fast_test_config
-from tidegate.providers.simulator.engine import key_label
-from tidegate.providers.simulator.server import run_in_thread, serve
+from __future__ import annotations
 
-__all__ = ["SimulatorConfig", "create_app", "fast_test_config", "key_label", "run_in_thread",
-           "serve"]
+import importlib
+from typing import Any
+
+_LAZY = {"create_app": "app", "SimulatorConfig": "config", "fast_test_config": "config",
+         "key_label": "engine", "run_in_thread": "server", "serve": "server"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:  # imported on first use: `tidegate --help` stays fast
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
