@@ -16,16 +16,17 @@ run: $(BIN)/.installed
 	$(BIN)/tidegate up
 
 ## Run the whole test suite (unit, contract, integration, end-to-end, fault injection).
-test: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks
+test: lint
 	$(BIN)/pytest
 
 ## The quick part: everything but the slow end-to-end and fault scenarios.
 test-fast: $(BIN)/.installed
 	$(BIN)/pytest -m "not slow"
 
+## Static checks: ruff everywhere, mypy --strict on the framework-free core.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy --strict src/tidegate/core
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,12 +8,16 @@ Semantics, shared by both implementations (times are whole milliseconds of the l
 
 * Rate dimensions: requests, input tokens, output tokens, total tokens (input + output). Each
   limited dimension is checked twice, and both checks scale with the lane's rate factor:
-  - a *sliding window*: what was granted in the last ``window_s`` (an entry frees its share
-    ``window_s`` + 1 ms after its grant) may never exceed the quota; this is the hard
-    guarantee "never more than the quota in any 60 s window";
   - a *pacer*: a continuously refilled token bucket (rate quota/window, capacity
-    ``burst_s`` worth of quota), so the quota is spread over the minute instead of being
-    spent in one burst that a provider enforcing per-second slices would reject.
+    ``burst_s`` worth of quota). With ``burst_s`` < ``window_s`` the quota is spread over the
+    minute instead of being spent in one burst that a provider enforcing per-second slices
+    would reject; with ``burst_s`` = ``window_s`` it is a twin of the bucket OpenAI and
+    Anthropic enforce (a minute of quota, refilled continuously);
+  - a *sliding window* (unless ``sliding_window`` is off): what was granted in the last
+    ``window_s`` (an entry frees its share ``window_s`` + 1 ms after its grant) may never
+    exceed the quota, the guarantee "never more than the quota in any 60 s window" that a
+    provider counting per window needs. Against a bucket provider it is stricter than the
+    provider: after a burst the lane idles until the burst leaves the window.
   A request larger than a capacity is admitted only when that bucket (or window) is full, and
   charged in full, so oversized requests neither starve nor overrun the rate.
 * Concurrency: open reservations; each expires ``ttl_s`` after its grant (a dead worker's slot
@@ -33,7 +37,15 @@ Semantics, shared by both implementations (times are whole milliseconds of the l
 * Learned limits: what the provider advertises fills every limit that is not configured;
   configured values win field by field. Remaining counts (with limit and reset, the
   provider's refill rate) resync the pacer downwards only: the provider is the truth, and
-  others may share its quota.
+  others may share its quota. A count that is ``age_s`` old (the provider counted when the
+  request arrived, the answer came a call's latency later) is brought up to now first: plus
+  what refilled since, and for tokens minus what this limiter charged for calls granted
+  since. Calls granted just before or after ours may reach the provider in either order; the
+  resync only ever lowers our level, so each dimension assumes what keeps it from lowering it
+  wrongly: requests are never refunded (our count can only lag the provider's, unless others
+  share the quota), so they assume the provider saw every call granted since; tokens may have
+  been refunded at settle for a provider that charged max output at admission, so they assume
+  it saw none of them.
 """
 
 from __future__ import annotations
@@ -129,6 +141,7 @@ class LimiterPolicy:
     waiter_grace_s: float = 5.0  # a waiter must come back within wait_s + this
     waiter_memory_s: float = 120.0  # a late waiter keeps its rank this long
     concurrency_poll_s: float = 1.0  # wait hint when only a concurrency slot is missing
+    sliding_window: bool = True  # also hold every quota in any window_s (see module doc)
 
     def __post_init__(self) -> None:
         if not 0 < self.burst_s <= self.window_s:
@@ -138,6 +151,19 @@ class LimiterPolicy:
 
     def ms(self, name: str) -> int:
         return int(round(getattr(self, name) * 1000))
+
+
+# What Tidegate's workers run with (the class defaults above are the cautious baseline):
+# * the pacer is a twin of the provider's own bucket, a whole minute of quota refilled
+#   continuously, and no sliding window on top: a lane starts with the burst the provider
+#   allows and then runs at exactly its rate, instead of leaving a sixth of the first minute
+#   unused (10 s pacer) or idling after each burst until it leaves the window. Granting
+#   charges the twin before the provider does and both refill alike, so the twin never holds
+#   more than the provider; remaining counts from the headers correct it when others share
+#   the quota or a refund was not one for the provider;
+# * priorities: a waiting low or medium call outranks fresh high ones only after 10 or 5
+#   minutes, so user-facing work cuts a saturated lane's backlog, and nothing starves.
+SERVICE_POLICY = LimiterPolicy(burst_s=60.0, sliding_window=False, aging_s=300.0)
 
 
 class Limiter(Protocol):
@@ -167,8 +193,9 @@ class Limiter(Protocol):
         """A provider 429: pause the lane and cut its rate. Returns paused_until (seconds)."""
         ...
 
-    def observe(self, lane: str, info: RateLimitInfo) -> None:
-        """Learn advertised limits and drain the pacer to the provider's remaining counts."""
+    def observe(self, lane: str, info: RateLimitInfo, *, age_s: float = 0.0) -> None:
+        """Learn advertised limits and drain the pacer to the provider's remaining counts,
+        which the provider took ``age_s`` ago (typically the call's latency)."""
         ...
 
     def snapshot(self, lane: str) -> LaneSnapshot: ...
@@ -255,6 +282,13 @@ def resync_target(rem: Remaining, rate: float) -> float:
     return target
 
 
+def validate_age(age_s: float) -> int:
+    """Check observe's ``age_s``; returns it in ms."""
+    if isinstance(age_s, bool) or not isinstance(age_s, (int, float)) or not age_s >= 0:
+        raise ValueError(f"age_s must be a non-negative number, not {age_s!r}")
+    return int(round(age_s * 1000))
+
+
 def round_factor(x: float) -> float:
     # Six decimals, so 0.7 + 3 x 0.1 is exactly 1.0 in both Python and Lua.
     return math.floor(x * 1e6 + 0.5) / 1e6
@@ -302,6 +336,7 @@ class _Lane:
     win: dict[str, int] = field(default_factory=lambda: {"req": 0, "inp": 0, "out": 0})
     log: list[tuple[int, str]] = field(default_factory=list)  # (grant ms, rid), sorted
     amt: dict[str, tuple[int, int]] = field(default_factory=dict)  # rid -> tokens in window
+    est: dict[str, tuple[int, int]] = field(default_factory=dict)  # rid -> charged at grant
     fly: dict[str, int] = field(default_factory=dict)  # rid -> expiry ms
     res: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # rid -> (t, in, out)
     waiters: dict[str, _Waiter] = field(default_factory=dict)
@@ -371,6 +406,8 @@ class InMemoryLimiter:
                 need = queued[dim] + c - lvl
                 if need > TOL:
                     blocks.append((math.ceil(need / rate), name, c - lvl > TOL))
+                if not p.sliding_window:
+                    continue
                 c = min(cost[dim], qe)
                 need = used[dim] + queued[dim] + c - qe
                 if need > TOL:
@@ -388,7 +425,7 @@ class InMemoryLimiter:
                 ln.win["inp"] += input_tokens
                 ln.win["out"] += output_tokens
                 bisect.insort(ln.log, (now, rid))
-                ln.amt[rid] = (input_tokens, output_tokens)
+                ln.amt[rid] = ln.est[rid] = (input_tokens, output_tokens)
                 ln.fly[rid] = now + ttl_ms
                 ln.res[rid] = (now, input_tokens, output_tokens)
                 ln.waiters.pop(holder, None)
@@ -431,18 +468,24 @@ class InMemoryLimiter:
             self._reconcile(ln)
             return ln.pause_ms / 1000
 
-    def observe(self, lane: str, info: RateLimitInfo) -> None:
+    def observe(self, lane: str, info: RateLimitInfo, *, age_s: float = 0.0) -> None:
         validate_lane(lane)
+        age_ms = validate_age(age_s)
         limits, remaining = learned_from(info)
         with self._lock:
+            now = self._now()
             ln = self._lanes.setdefault(lane, _Lane())
-            self._refill(ln, self._now())
+            self._refill(ln, now)
             ln.learned.update(limits)
             self._reconcile(ln)
+            since = self._granted_since(ln, now - age_ms) if age_ms > 0 else None
             for dim, name in DIMS:
                 if dim in remaining and dim in ln.levels:
                     rate = ln.limit(name) * ln.factor / self._window  # type: ignore[operator]
-                    ln.levels[dim] = min(ln.levels[dim], resync_target(remaining[dim], rate))
+                    target = resync_target(remaining[dim], rate)
+                    if since is not None:
+                        target = target + rate * age_ms - since[dim]
+                    ln.levels[dim] = min(ln.levels[dim], target)
 
     def snapshot(self, lane: str) -> LaneSnapshot:
         validate_lane(lane)
@@ -503,6 +546,7 @@ class InMemoryLimiter:
         k = 0
         while k < len(ln.log) and ln.log[k][0] < cutoff:
             a_in, a_out = ln.amt.pop(ln.log[k][1])
+            del ln.est[ln.log[k][1]]
             ln.win["req"] -= 1
             ln.win["inp"] -= a_in
             ln.win["out"] -= a_out
@@ -546,6 +590,17 @@ class InMemoryLimiter:
             cap = q * ln.factor * self._burst / self._window
             lvl = ln.levels.get(dim)
             ln.levels[dim] = cap if lvl is None else min(lvl, cap)
+
+    def _granted_since(self, ln: _Lane, cutoff: int) -> dict[str, int]:
+        """Tokens charged for grants after ``cutoff`` (their estimates, even once settled),
+        which the provider had not counted yet. Requests: none (see ``observe``)."""
+        k = bisect.bisect_right(ln.log, (cutoff, "\uffff"))
+        inp = out = 0
+        for _t, rid in ln.log[k:k + WALK_LIMIT]:
+            a_in, a_out = ln.est[rid]
+            inp += a_in
+            out += a_out
+        return {"req": 0, "inp": inp, "out": out, "tot": inp + out}
 
     def _window_wait(self, ln: _Lane, dim: str, need: float, now: int) -> int:
         """Ms until ``need`` units have left the window (a lower bound past WALK_LIMIT)."""

@@ -7,6 +7,7 @@ body against both.
 from __future__ import annotations
 
 import base64
+import builtins
 import copy
 import threading
 from collections.abc import Sequence
@@ -227,7 +228,7 @@ class InMemoryJobStore:
         with self._lock:
             self._events.append(replace(event, id=len(self._events) + 1))
 
-    def events(self, job_id: str, *, after_id: int = 0) -> list[JobEvent]:
+    def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]:
         with self._lock:
             return [e for e in self._events if e.job_id == job_id and (e.id or 0) > after_id]
 
@@ -249,7 +250,7 @@ class InMemoryJobStore:
                 return None
             return found[0].tenant
 
-    def list_keys(self) -> list[ApiKey]:
+    def list_keys(self) -> builtins.list[ApiKey]:
         with self._lock:
             return [k for k, _ in self._keys.values()]
 

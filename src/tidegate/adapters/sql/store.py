@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -277,7 +278,7 @@ class SqlJobStore:
                 detail=event.detail))
 
     @_guard
-    def events(self, job_id: str, *, after_id: int = 0) -> list[JobEvent]:
+    def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(job_events).where(
                 job_events.c.job_id == job_id, job_events.c.id > after_id,
@@ -309,7 +310,7 @@ class SqlJobStore:
         return row.tenant if row else None
 
     @_guard
-    def list_keys(self) -> list[ApiKey]:
+    def list_keys(self) -> builtins.list[ApiKey]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
         return [ApiKey(r.id, r.tenant, r.prefix, r.created_at, r.revoked_at) for r in rows]
