@@ -102,6 +102,14 @@ def test_permanent_provider_error_fails_at_once(up: Up) -> None:
     assert job["status"] == "failed" and job["attempts"] == 1
     assert job["error"]["code"] == "context_too_long"
     assert "openai" in job["error"]["message"]
+    # The dead-letter set replays: the provider's limit is back to normal now.
+    with up.http() as client:
+        failed = client.get("/v1/jobs", params={"status": "failed"}).json()["jobs"]
+        assert job_id in [j["job_id"] for j in failed]
+        replay = up.cli("retry", "--all-failed", "--type", "analyze_section")
+        assert replay.returncode == 0 and "1 failed job(s) queued again" in replay.stdout
+        again = wait_job(client, job_id, 60)
+    assert again["status"] == "succeeded" and again["attempts"] == 1
 
 
 def test_interrupted_report_resumes_without_repeating_sections(up: Up) -> None:

@@ -173,14 +173,19 @@ def retry(job_id: Annotated[str | None, typer.Argument(help="a failed job")] = N
     params: dict[str, Any] = {"status": "failed", "limit": 500}
     if job_type:
         params["type"] = job_type
-    count = 0
+    # Collect first, then replay each once: a replayed job that fails again at once must not
+    # be picked up a second time by this same command.
+    ids: list[str] = []
     while True:
         page = api.call("GET", "/v1/jobs", params=params)
-        for j in page["jobs"]:
-            api.call("POST", f"/v1/jobs/{j['job_id']}/retry")
-            count += 1
-        if not page["jobs"]:
+        ids += [j["job_id"] for j in page["jobs"]]
+        if not page["next_cursor"]:
             break
+        params["cursor"] = page["next_cursor"]
+    count = 0
+    for failed_id in ids:
+        api.call("POST", f"/v1/jobs/{failed_id}/retry")
+        count += 1
     console.print(f"{count} failed job(s) queued again")
 
 
