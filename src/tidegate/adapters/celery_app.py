@@ -37,6 +37,12 @@ def create_celery(settings: Settings, *, name: str = "tidegate") -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
+        # After a broker reconnect Celery would lower the prefetch count and raise it again
+        # from the ack callback; with the threads pool that callback runs on a job thread and
+        # its synchronous basic.qos reads the AMQP socket the consumer is reading too, which
+        # desynchronises the connection (UnexpectedFrame) and stalls the worker until the next
+        # heartbeat check. Over-fetching right after a reconnect is harmless with late acks.
+        worker_enable_prefetch_count_reduction=False,
         task_time_limit=settings.job_time_limit_s + 60,
         task_soft_time_limit=settings.job_time_limit_s,
         broker_transport_options=transport_options,
