@@ -142,28 +142,35 @@ class LimiterPolicy:
     waiter_memory_s: float = 120.0  # a late waiter keeps its rank this long
     concurrency_poll_s: float = 1.0  # wait hint when only a concurrency slot is missing
     sliding_window: bool = True  # also hold every quota in any window_s (see module doc)
+    resync_margin_s: float = 0.0  # resync to this much quota below the provider's remaining
 
     def __post_init__(self) -> None:
         if not 0 < self.burst_s <= self.window_s:
             raise ValueError("burst_s must be in (0, window_s]")
         if not 0 < self.min_factor <= 1 or not 0 < self.decrease <= 1:
             raise ValueError("min_factor and decrease must be in (0, 1]")
+        if not 0 <= self.resync_margin_s < self.window_s:
+            raise ValueError("resync_margin_s must be in [0, window_s)")
 
     def ms(self, name: str) -> int:
         return int(round(getattr(self, name) * 1000))
 
 
 # What Tidegate's workers run with (the class defaults above are the cautious baseline):
-# * the pacer is a twin of the provider's own bucket, a whole minute of quota refilled
-#   continuously, and no sliding window on top: a lane starts with the burst the provider
-#   allows and then runs at exactly its rate, instead of leaving a sixth of the first minute
-#   unused (10 s pacer) or idling after each burst until it leaves the window. Granting
-#   charges the twin before the provider does and both refill alike, so the twin never holds
-#   more than the provider; remaining counts from the headers correct it when others share
-#   the quota or a refund was not one for the provider;
+# * the pacer is a twin of the provider's own bucket (OpenAI and Anthropic hold a minute of
+#   quota and refill it continuously), with no sliding window on top: a lane starts with the
+#   burst the provider allows and then runs at exactly its rate, instead of leaving a sixth of
+#   the first minute unused (10 s pacer) or idling after each burst until it leaves the window.
+#   Granting charges the twin before the provider sees the call and both refill alike, so the
+#   twin stays below the provider; remaining counts from the headers correct it when others
+#   share the quota or a refund at settle was not one for the provider;
+# * it holds one second of quota less than the provider, and resyncs to one second below
+#   what the provider says is left, so calls that reach the provider in a slightly different
+#   order or spacing than they were granted never find it short;
 # * priorities: a waiting low or medium call outranks fresh high ones only after 10 or 5
 #   minutes, so user-facing work cuts a saturated lane's backlog, and nothing starves.
-SERVICE_POLICY = LimiterPolicy(burst_s=60.0, sliding_window=False, aging_s=300.0)
+SERVICE_POLICY = LimiterPolicy(burst_s=59.0, sliding_window=False, resync_margin_s=1.0,
+                               aging_s=300.0)
 
 
 class Limiter(Protocol):
@@ -284,7 +291,8 @@ def resync_target(rem: Remaining, rate: float) -> float:
 
 def validate_age(age_s: float) -> int:
     """Check observe's ``age_s``; returns it in ms."""
-    if isinstance(age_s, bool) or not isinstance(age_s, (int, float)) or not age_s >= 0:
+    if (isinstance(age_s, bool) or not isinstance(age_s, (int, float)) or not age_s >= 0
+            or math.isinf(age_s)):
         raise ValueError(f"age_s must be a non-negative number, not {age_s!r}")
     return int(round(age_s * 1000))
 
@@ -471,6 +479,7 @@ class InMemoryLimiter:
     def observe(self, lane: str, info: RateLimitInfo, *, age_s: float = 0.0) -> None:
         validate_lane(lane)
         age_ms = validate_age(age_s)
+        margin_ms = self._p.ms("resync_margin_s")
         limits, remaining = learned_from(info)
         with self._lock:
             now = self._now()
@@ -485,6 +494,8 @@ class InMemoryLimiter:
                     target = resync_target(remaining[dim], rate)
                     if since is not None:
                         target = target + rate * age_ms - since[dim]
+                    if margin_ms > 0:
+                        target = target - rate * margin_ms
                     ln.levels[dim] = min(ln.levels[dim], target)
 
     def snapshot(self, lane: str) -> LaneSnapshot:

@@ -229,12 +229,13 @@ class JobLLM:
                 self._wait_or_yield(lane, adm)
                 continue
             assert adm.reservation_id is not None
+            sent = time.monotonic()
             try:
                 result, latency = self._call_abandonable(lane, adm.reservation_id,
                                                          functools.partial(call, lane))
             except RateLimited as exc:
                 gw.limiter.release(lane, adm.reservation_id)
-                gw.limiter.observe(lane, exc.rate_limits)
+                gw.limiter.observe(lane, exc.rate_limits, age_s=time.monotonic() - sent)
                 until = gw.limiter.on_rate_limited(lane, exc.retry_after_s)
                 metrics.provider_calls.labels(lane=lane, outcome="rate_limited").inc()
                 log.warning("job %s: 429 on %s, lane paused until %.1f", ctx.job_id, lane,
@@ -303,7 +304,8 @@ class JobLLM:
         gw.limiter.settle(lane, rid, input_tokens=in_tok, output_tokens=out_tok)
         info = getattr(result, "rate_limits", None)
         if info is not None:
-            gw.limiter.observe(lane, info)
+            # The provider counted when the request arrived, a call's latency ago.
+            gw.limiter.observe(lane, info, age_s=latency)
         return result, latency
 
 

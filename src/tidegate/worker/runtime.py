@@ -62,6 +62,7 @@ def build_services(container: Container) -> dict[str, object]:
     import redis
 
     from ..adapters.limiter import RedisLimiter
+    from ..core.limits import SERVICE_POLICY
     from ..llm import LLMGateway
     from ..llm_config import load_llm_config
     from ..providers import build_providers
@@ -71,5 +72,5 @@ def build_services(container: Container) -> dict[str, object]:
                                  socket_connect_timeout=3, health_check_interval=30)
     config = load_llm_config(str(settings.llm_config) if settings.llm_config else None)
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
-    gateway = LLMGateway(providers, RedisLimiter(state), config)
+    gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config)
     return {"settings": settings, "redis": state, "llm": gateway}

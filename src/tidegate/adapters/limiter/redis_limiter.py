@@ -15,8 +15,9 @@ lane's keys share a slot and every script touches one slot only):
                             ``f`` rate factor, ``cut``/``rec`` ms of last cut / last increase,
                             ``pause`` paused-until ms, ``pt`` pacer refill ms,
                             ``p:req|inp|out|tot`` pacer levels, ``w:req|inp|out`` window totals
-``P{lane}:log``     ZSET    reservation id -> grant ms, for the sliding window
-``P{lane}:amt``     HASH    reservation id -> "input output" tokens it counts in the window
+``P{lane}:log``     ZSET    reservation id -> grant ms, for the sliding window and resync
+``P{lane}:amt``     HASH    reservation id -> "input output" tokens it counts in the window,
+                            then "input output est_input est_output" once settled
 ``P{lane}:fly``     ZSET    open reservation id -> expiry ms (concurrency)
 ``P{lane}:res``     HASH    open reservation id -> "grant_ms input output" (its estimate)
 ``P{lane}:wq``      ZSET    live waiter (holder) -> rank (enqueue ms + priority handicap)
@@ -51,6 +52,7 @@ from tidegate.core.limits import (
     limits_from,
     pause_ms,
     validate_acquire,
+    validate_age,
     validate_lane,
     validate_usage,
 )
@@ -107,7 +109,7 @@ class RedisLimiter:
             self._now_arg(), uuid.uuid4().hex, holder, priority, str(input_tokens),
             str(output_tokens), str(ttl_ms), str(p.ms("window_s")), str(p.ms("burst_s")),
             str(p.ms("aging_s")), str(p.ms("waiter_grace_s")), str(p.ms("waiter_memory_s")),
-            str(p.ms("concurrency_poll_s"))])
+            str(p.ms("concurrency_poll_s")), "1" if p.sliding_window else "0"])
         if int(granted):
             return Admission(True, _s(rid), 0.0, "ok")
         return Admission(False, None, float(_s(wait_ms)) / 1000, _s(reason))
@@ -130,13 +132,15 @@ class RedisLimiter:
         self._register(lane)
         return float(_s(until)) / 1000
 
-    def observe(self, lane: str, info: RateLimitInfo) -> None:
+    def observe(self, lane: str, info: RateLimitInfo, *, age_s: float = 0.0) -> None:
         validate_lane(lane)
+        age_ms = validate_age(age_s)
         limits, remaining = learned_from(info)
-        self._run("observe", self._keys(lane)[:1], self._window_args()
+        self._run("observe", self._keys(lane)[:3], self._window_args()
                   + [_opt(limits.get(f)) for f in _LIMIT_FIELDS[:4]]
                   + [_opt(getattr(remaining.get(b), f, None))
-                     for b in _BUCKETS for f in ("remaining", "limit", "reset_ms")])
+                     for b in _BUCKETS for f in ("remaining", "limit", "reset_ms")]
+                  + [str(age_ms), str(self._p.ms("resync_margin_s"))])
         self._register(lane)
 
     def snapshot(self, lane: str) -> LaneSnapshot:

@@ -107,7 +107,7 @@ local function housekeep(st, K, now, window_ms, memory_ms)
     for i = 1, #old do
       dreq = dreq + 1
       if amts[i] then
-        local x, y = string.match(amts[i], '^(%S+) (%S+)$')
+        local x, y = string.match(amts[i], '^(%S+) (%S+)')
         din = din + tonumber(x)
         dout = dout + tonumber(y)
       end

@@ -3,6 +3,7 @@
 -- ARGV: 1 now_ms ('' = Redis TIME)  2 reservation_id  3 holder  4 priority (high|medium|low)
 --       5 input_tokens  6 output_tokens  7 ttl_ms  8 window_ms  9 burst_ms  10 aging_ms
 --       11 waiter_grace_ms  12 waiter_memory_ms  13 concurrency_poll_ms
+--       14 sliding window ('1' = hold every quota in any window too, '0' = pacer only)
 -- Returns: {granted 1|0, reservation_id or '', wait_ms, reason}
 local K = lane_keys()
 local now = clock(ARGV[1])
@@ -10,6 +11,7 @@ local rid, holder, prio = ARGV[2], ARGV[3], ARGV[4]
 local cin, cout, ttl_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local window_ms, burst_ms, aging_ms = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local grace_ms, memory_ms, poll_ms = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local sliding = ARGV[14] ~= '0'
 local HANDICAP = {high = 0, medium = 1, low = 2}
 
 local st = load(K.h)
@@ -66,9 +68,11 @@ for _, d in ipairs(DIMS) do
     local c = math.min(cost[d[1]], cap)
     local need = queued[d[1]] + c - lvl
     if need > TOL then blocks[#blocks + 1] = {math.ceil(need / rate), d[2], c - lvl > TOL} end
-    c = math.min(cost[d[1]], qe)
-    need = used[d[1]] + queued[d[1]] + c - qe
-    if need > TOL then window_needs[d[1]] = {need, used[d[1]] + c - qe > TOL} end
+    if sliding then
+      c = math.min(cost[d[1]], qe)
+      need = used[d[1]] + queued[d[1]] + c - qe
+      if need > TOL then window_needs[d[1]] = {need, used[d[1]] + c - qe > TOL} end
+    end
   end
 end
 
@@ -99,7 +103,7 @@ for _, d in ipairs(DIMS) do
       local w = walk()
       local freed, last = 0, nil
       for i = 1, #w.ts do
-        local x, y = string.match(w.amts[i] or '0 0', '^(%S+) (%S+)$')
+        local x, y = string.match(w.amts[i] or '0 0', '^(%S+) (%S+)')
         x, y = tonumber(x), tonumber(y)
         if d[1] == 'inp' then freed = freed + x
         elseif d[1] == 'out' then freed = freed + y

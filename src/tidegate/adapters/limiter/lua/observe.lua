@@ -1,31 +1,53 @@
 -- observe: adopt the limits a provider advertises and drain the pacer to what it says is left.
--- KEYS: 1 h (lane hash)
+-- KEYS: 1 h (lane hash)  2 log  3 amt
 -- ARGV: 1 now_ms ('' = Redis TIME)  2 window_ms  3 burst_ms
 --       4 learned rpm  5 learned input_tpm  6 learned output_tpm  7 learned tpm
 --       8.. for each bucket req, inp, out, tot: remaining, advertised limit, reset_ms
---       ('' = not given)
+--       ('' = not given)  20 age_ms: how long ago the provider counted (0 = now)
+--       21 margin_ms: resync to this much quota below what the provider says is left
 -- Returns: 1
 local now = clock(ARGV[1])
 local window_ms, burst_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
+local age_ms = tonumber(ARGV[20]) or 0
+local margin_ms = tonumber(ARGV[21]) or 0
 local st = load(KEYS[1])
 refill(st, now, window_ms, burst_ms) -- at the old limits, up to now
 for i = 1, 4 do
   if ARGV[3 + i] ~= '' then put(st, 'l:' .. LIMIT_FIELDS[i], ARGV[3 + i]) end
 end
 reconcile(st, window_ms, burst_ms)
+-- Tokens we charged for grants after the provider counted, which it had not seen yet
+-- (requests: none; see tidegate.core.limits, "Learned limits").
+local since = nil
+if age_ms > 0 then
+  local cutoff = '(' .. fmt(now - age_ms)
+  since = {req = 0, inp = 0, out = 0}
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[2], cutoff, '+inf', 'LIMIT', 0, WALK_LIMIT)
+  local amts = hmget_all(KEYS[3], ids)
+  for i = 1, #ids do
+    local a = amts[i] or '0 0'
+    local _, _, x, y = string.match(a, '^(%S+) (%S+) (%S+) (%S+)$') -- settled: the estimate
+    if not x then x, y = string.match(a, '^(%S+) (%S+)$') end
+    since.inp = since.inp + tonumber(x)
+    since.out = since.out + tonumber(y)
+  end
+  since.tot = since.inp + since.out
+end
 local f = num(st, 'f', 1)
 for i, d in ipairs(DIMS) do
   local rem, adv, reset = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
   local lvl = num(st, 'p:' .. d[1], nil)
   if rem ~= '' and lvl ~= nil then
     -- Never hold more than the provider's bucket will have at any point before its reset
-    -- (see tidegate.core.limits.resync_target).
+    -- (see tidegate.core.limits.resync_target), brought from when it counted up to now.
+    local rate = limit(st, d[2]) * f / window_ms
     local target = tonumber(rem)
     if adv ~= '' and reset ~= '' then
-      local rate = limit(st, d[2]) * f / window_ms
       local deficit = rate * tonumber(reset) - (tonumber(adv) - tonumber(rem))
       if deficit > 0 then target = tonumber(rem) - deficit end
     end
+    if since then target = target + rate * age_ms - since[d[1]] end
+    if margin_ms > 0 then target = target - rate * margin_ms end
     put(st, 'p:' .. d[1], math.min(lvl, target))
   end
 end

@@ -21,7 +21,8 @@ local _, ein, eout = string.match(rec, '^(%S+) (%S+) (%S+)$')
 local levels = refill(st, now, window_ms, burst_ms)
 local din, dout = uin - tonumber(ein), uout - tonumber(eout)
 if redis.call('ZSCORE', K.log, rid) then -- still inside the window: correct what it counts
-  redis.call('HSET', K.amt, rid, ARGV[3] .. ' ' .. ARGV[4])
+  -- (and keep what it was charged at grant, for observe)
+  redis.call('HSET', K.amt, rid, ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ein .. ' ' .. eout)
   put(st, 'w:inp', num(st, 'w:inp', 0) + din)
   put(st, 'w:out', num(st, 'w:out', 0) + dout)
 end
