@@ -318,18 +318,21 @@ def pg_bindir() -> Path | None:
 
 
 class PgCluster:
-    """A private PostgreSQL cluster owned by the `postgres` user, on its own port and dir."""
+    """A private PostgreSQL cluster on its own port and directory (run as `postgres` through
+    runuser when the tests run as root, which PostgreSQL refuses to run as)."""
 
     def __init__(self) -> None:
         bindir = pg_bindir()
-        if bindir is None or os.geteuid() != 0 or not shutil.which("runuser"):
-            missing("cannot run a private PostgreSQL here (needs initdb and root for runuser)")
+        self.as_root = os.geteuid() == 0
+        if bindir is None or (self.as_root and not shutil.which("runuser")):
+            missing("cannot run a private PostgreSQL here (needs initdb, and runuser as root)")
         assert bindir is not None
         self.bindir = bindir
         self.port = free_port()
         # Not under pytest's tmp dir: that one is private to root and postgres must enter it.
         self.root = Path(tempfile.mkdtemp(prefix="tgfault-pg-", dir="/tmp"))
-        shutil.chown(self.root, "postgres")
+        if self.as_root:
+            shutil.chown(self.root, "postgres")
         self.data = self.root / "data"
 
     @property
@@ -337,8 +340,9 @@ class PgCluster:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True,
-                              text=True, timeout=timeout, cwd=self.root)
+        prefix = ["runuser", "-u", "postgres", "--"] if self.as_root else []
+        return subprocess.run([*prefix, *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=self.root)
 
     def init(self) -> PgCluster:
         res = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",

@@ -89,7 +89,7 @@ def test_worker_sigterm_during_long_job(request: pytest.FixtureRequest,
     ledger = Ledger(stack)
     with stack.client() as client:
         long_id = ledger.submit(client, "fault_work", {"sleep_s": 3.5, "steps": 14})
-        short_id = ledger.submit(client, "fault_work", {"sleep_s": 1.5, "steps": 3})
+        short_id = ledger.submit(client, "fault_work", {"sleep_s": 1.2, "steps": 3})
     assert long_id and short_id
     wait_for(lambda: all(r["status"] == "running" for r in stack.rows([long_id, short_id])
                          .values()), 20, "both jobs running")
