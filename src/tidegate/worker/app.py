@@ -7,11 +7,13 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from billiard.process import active_children
 from celery import Celery, Task, signals
 
 from ..adapters.celery_app import RUN_JOB, create_celery
+from ..adapters.metrics import job_outcomes, job_seconds
 from ..config import Settings
 from ..core.errors import Unavailable
 from . import runtime
@@ -53,11 +55,14 @@ def create_worker_app(settings: Settings) -> Celery:
 
     def _deliver(job_id: str) -> str:
         rt = runtime.get_runtime()
+        started = time.monotonic()
         if enforce_time_limit:
             with TimeLimit(rt, job_id, settings.job_time_limit_s):
                 outcome = rt.runner.run(job_id)
         else:
             outcome = rt.runner.run(job_id)
+        job_outcomes.labels(type=outcome.job_type or "unknown", outcome=outcome.kind).inc()
+        job_seconds.labels(type=outcome.job_type or "unknown").observe(time.monotonic() - started)
         if outcome.kind == "retry":
             service = rt.container.service
             job = rt.container.store.get(job_id)
