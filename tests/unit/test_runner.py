@@ -13,7 +13,7 @@ from tidegate.core.runner import Runner, RunnerConfig
 from tidegate.core.service import JobService
 from tidegate.core.statuses import Status
 
-from .fixtures import make_registry
+from .fixtures import Anything, make_registry
 
 
 @pytest.fixture
@@ -144,3 +144,40 @@ def test_stopping_worker_hands_the_job_back(env) -> None:
     assert got.status is Status.RETRYING and got.attempts == 0  # the attempt is not spent
     assert got.lease_owner is None and calls == ["a"]
     assert "handed_back" in [e.kind for e in store.events(job.id)]
+
+
+def test_final_write_survives_a_database_blip(env) -> None:
+    from tidegate.core.errors import Unavailable
+
+    service, runner, store, _, _ = env
+    job, _ = service.submit(tenant="t", type="ok", input={"n": 1})
+    real_finish, failures = store.finish, [2]
+
+    def flaky_finish(**kw):
+        if failures[0]:
+            failures[0] -= 1
+            raise Unavailable("database unavailable")
+        return real_finish(**kw)
+
+    store.finish = flaky_finish
+    assert runner.run(job.id).kind == "succeeded"  # the result was not thrown away
+    assert store.get(job.id).result == {"n": 2}
+
+
+def test_time_limit_errors_get_their_own_code(env) -> None:
+    service, _, store, _, _ = env
+
+    class SoftLimit(Exception):
+        pass
+
+    timed = Runner(store, service.registry, worker_id="w", time_limit_errors=(SoftLimit,),
+                   config=RunnerConfig(heartbeat_s=0.05))
+
+    @service.registry.job_type("slowpoke", input_model=Anything, priority="low",
+                               max_attempts=1)
+    def slowpoke(ctx):
+        raise SoftLimit()
+
+    job, _ = service.submit(tenant="t", type="slowpoke", input={})
+    assert timed.run(job.id).kind == "failed"
+    assert store.get(job.id).error_code == "time_limit"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from .errors import (
     JobFailed,
     LeaseLost,
     RetryLater,
+    Unavailable,
     UnknownJobType,
     WorkerStopping,
 )
@@ -51,13 +53,16 @@ class RunnerConfig:
 class Runner:
     def __init__(self, store: JobStore, registry: Registry, *, worker_id: str,
                  config: RunnerConfig | None = None, clock: Callable[[], datetime] = utcnow,
-                 services: dict[str, Any] | None = None) -> None:
+                 services: dict[str, Any] | None = None,
+                 time_limit_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.store = store
         self.registry = registry
         self.worker_id = worker_id
         self.config = config or RunnerConfig()
         self.clock = clock
         self.services = services or {}
+        # What the worker raises when an attempt runs out of time (Celery's soft limit).
+        self.time_limit_errors = time_limit_errors
         # Set when the worker's shutdown grace is over; handlers stop at their next checkpoint.
         self.stopping = threading.Event()
 
@@ -97,7 +102,8 @@ class Runner:
         try:
             result = job_type.handler(ctx)
         except LeaseLost:
-            log.warning("job %s attempt %d: lease lost, another worker owns it", job_id, attempt)
+            log.warning("job %s attempt %d stopped: its row moved on (lease taken over, or the "
+                        "attempt was ended by the time limit)", job_id, attempt)
             return Outcome("lost")
         except WorkerStopping:
             return self._hand_back(job_id, ctx)
@@ -111,12 +117,16 @@ class Runner:
         except RetryLater as exc:
             return self._retry(job, ctx, exc)
         except Exception as exc:  # an unexpected handler error: retry with backoff up to the cap
-            log.exception("job %s attempt %d raised", job_id, attempt)
+            timed_out = isinstance(exc, self.time_limit_errors)
+            if not timed_out:
+                log.exception("job %s attempt %d raised", job_id, attempt)
             return self._retry(job, ctx, RetryLater(
                 full_jitter(attempt, base_s=self.config.backoff_base_s,
                             cap_s=self.config.backoff_cap_s),
-                reason="handler raised", error_code="handler_error",
-                error_message=f"{type(exc).__name__}: {exc}"[:500]))
+                reason="time limit" if timed_out else "handler raised",
+                error_code="time_limit" if timed_out else "handler_error",
+                error_message="the attempt ran past the job time limit" if timed_out
+                else f"{type(exc).__name__}: {exc}"[:500]))
         finally:
             stop.set()
             beat.join(timeout=5)
@@ -128,12 +138,28 @@ class Runner:
             return Outcome("succeeded")
         return Outcome("lost")
 
+    def _write(self, **kw: Any) -> bool:
+        """The final write of an attempt, retried through a short database outage: giving up
+        would throw a finished result away and run the job again once its lease expires."""
+        deadline = time.monotonic() + self.config.lease_s
+        delay = 0.2
+        while True:
+            try:
+                return self.store.finish(**kw)
+            except Unavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %s: database unavailable for the final write; retrying",
+                            kw.get("job_id"))
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
     def _hand_back(self, job_id: str, ctx: JobContext[Any]) -> Outcome:
         """Shutdown: give the job back to the queue without spending its attempt."""
-        ok = self.store.finish(job_id, attempt=ctx.attempt, status=Status.RETRYING,
-                               now=self.clock(), error_code="worker_stopping",
-                               error_message="handed back by a stopping worker",
-                               usage_delta=ctx.take_unflushed_usage(), refund_attempt=True)
+        ok = self._write(job_id=job_id, attempt=ctx.attempt, status=Status.RETRYING,
+                         now=self.clock(), error_code="worker_stopping",
+                         error_message="handed back by a stopping worker",
+                         usage_delta=ctx.take_unflushed_usage(), refund_attempt=True)
         if not ok:
             return Outcome("lost")
         self._event(job_id, "handed_back", ctx.attempt, worker=self.worker_id)
@@ -162,10 +188,11 @@ class Runner:
                          error=(exc.error_code, f"{exc.error_message} (after {attempt} attempts)"))
             return Outcome("failed")
         not_before = self.clock() + timedelta(seconds=exc.delay_s)
-        ok = self.store.finish(job.id, attempt=attempt, status=Status.RETRYING, now=self.clock(),
-                               error_code=exc.error_code, error_message=exc.error_message,
-                               usage_delta=ctx.take_unflushed_usage(), not_before=not_before,
-                               refund_attempt=not exc.counts_as_attempt)
+        ok = self._write(job_id=job.id, attempt=attempt, status=Status.RETRYING,
+                         now=self.clock(), error_code=exc.error_code,
+                         error_message=exc.error_message,
+                         usage_delta=ctx.take_unflushed_usage(), not_before=not_before,
+                         refund_attempt=not exc.counts_as_attempt)
         if not ok:
             return Outcome("lost")
         self._event(job.id, "retrying", attempt, reason=exc.reason, delay_s=round(exc.delay_s, 3),
@@ -175,10 +202,10 @@ class Runner:
     def _finish(self, job_id: str, attempt: int, status: Status, *,
                 ctx: JobContext[Any] | None = None, result: Any = None,
                 error: tuple[str, str] | None = None) -> bool:
-        ok = self.store.finish(job_id, attempt=attempt, status=status, now=self.clock(),
-                               result=result, error_code=error[0] if error else None,
-                               error_message=error[1] if error else None,
-                               usage_delta=ctx.take_unflushed_usage() if ctx else None)
+        ok = self._write(job_id=job_id, attempt=attempt, status=status, now=self.clock(),
+                         result=result, error_code=error[0] if error else None,
+                         error_message=error[1] if error else None,
+                         usage_delta=ctx.take_unflushed_usage() if ctx else None)
         if ok:
             detail = {"code": error[0]} if error else {}
             self._event(job_id, status.value, attempt, **detail)

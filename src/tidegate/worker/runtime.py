@@ -8,6 +8,8 @@ import socket
 import threading
 from dataclasses import dataclass
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from ..config import Settings, load_settings
 from ..core.runner import Runner, RunnerConfig
 from ..wiring import Container, build_container
@@ -46,7 +48,8 @@ def get_runtime() -> Runtime:
             runner = Runner(container.store, container.registry, worker_id=worker_id,
                             config=RunnerConfig(lease_s=settings.lease_s,
                                                 heartbeat_s=settings.heartbeat_s),
-                            services=build_services(container))
+                            services=build_services(container),
+                            time_limit_errors=(SoftTimeLimitExceeded,))
             _runtime = Runtime(container, runner, os.getpid())
         return _runtime
 
