@@ -6,6 +6,7 @@ final test drives both with one random workload and demands identical answers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import uuid
@@ -15,6 +16,7 @@ import pytest
 
 from tests.services import need
 from tidegate.core.limits import (
+    SERVICE_POLICY,
     Admission,
     InMemoryLimiter,
     LaneLimits,
@@ -103,6 +105,24 @@ def test_rpm_allows_a_burst_then_paces_at_the_rate(lim: Limiter, clock: FakeCloc
     assert ask(lim, "h10").wait_s == 0.5
     clock.advance(0.5)
     assert ask(lim, "h10").granted
+
+
+def test_service_policy_bursts_the_providers_minute_then_runs_at_its_rate(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    """What workers run with: the provider's own bucket (a minute of quota, refilled
+    continuously), minus one second in hand; no sliding window to idle the lane after a burst."""
+    lim = make(SERVICE_POLICY)
+    lim.configure(LANE, LaneLimits(rpm=60))
+    granted = 0
+    while ask(lim, f"b{granted}").granted:
+        granted += 1
+    assert granted == 59  # 60 s of quota less the second held in hand
+    waiting = f"b{granted}"  # refused: it waits at the front, and comes back
+    for i in range(120):  # then exactly one a second, never faster
+        clock.advance(1.0)
+        assert ask(lim, waiting).granted, i
+        waiting = f"r{i}"
+        assert not ask(lim, waiting).granted, i
 
 
 def test_window_holds_at_most_the_quota_in_any_60s(make: MakeLimiter, clock: FakeClock) -> None:
@@ -497,10 +517,13 @@ def test_token_quotas_hold_with_settled_usage(lim: Limiter, clock: FakeClock) ->
     assert _max_in_any_window(grants, 60, 2) <= 4000
 
 
-def test_redis_and_in_memory_agree_exactly(redis_client: object) -> None:
+@pytest.mark.parametrize("policy", [
+    LimiterPolicy(burst_s=15, aging_s=10, waiter_grace_s=2),
+    dataclasses.replace(SERVICE_POLICY, aging_s=10, waiter_grace_s=2),
+], ids=["window-and-pacer", "service-policy"])
+def test_redis_and_in_memory_agree_exactly(redis_client: object, policy: LimiterPolicy) -> None:
     """One random workload through both implementations: identical answers at every step."""
     clock = FakeClock()
-    policy = LimiterPolicy(burst_s=15, aging_s=10, waiter_grace_s=2)
     limiters = [InMemoryLimiter(clock, policy=policy), _redis_factory(redis_client, clock)(policy)]
     rng = random.Random(7)
     open_ids: list[list[str]] = [[], []]
@@ -553,5 +576,6 @@ def test_redis_and_in_memory_agree_exactly(redis_client: object) -> None:
         else:
             clock.advance(rng.choice([5, 30, 61]))
         both(lambda lim, ids: lim.snapshot(LANE), step)
-    # (learned limits persist, so a rate's longer wait usually outranks "concurrency")
-    assert reasons >= {"ok", "paused", "rpm", "input_tpm", "output_tpm", "tpm", "priority"}
+    # (learned limits persist, so a rate's longer wait usually outranks "concurrency"; the
+    # service policy's minute-long burst rarely runs the input bucket dry)
+    assert reasons >= {"ok", "paused", "rpm", "output_tpm", "tpm", "priority"}
