@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -139,3 +140,30 @@ def test_interrupted_report_resumes_without_repeating_sections(up: Up) -> None:
     # 7 calls for the report; at most one more: the call in flight when the worker died.
     assert 7 <= calls <= 8, calls
     assert "worker exited" in up.log.read_text()
+
+
+def test_openai_base_url_sends_openai_calls_to_that_server(tmp_path: Path) -> None:
+    """Any OpenAI-compatible server (vLLM, Ollama, LiteLLM...): here a second simulator
+    stands in for one. The other providers stay on the bundled simulator."""
+    from tidegate.providers.simulator import SimulatorConfig, run_in_thread
+
+    compatible_url, stop_compatible = run_in_thread(SimulatorConfig(
+        latency_min_ms=10, latency_max_ms=20, per_token_ms=0))
+    up = start_up(tmp_path, {"OPENAI_BASE_URL": f"{compatible_url}/v1"})
+    try:
+        banner = up.log.read_text()
+        assert "SIMULATED for anthropic, gemini" in banner  # openai is not simulated
+        with up.http() as client:
+            job_id = client.post("/v1/jobs", json={"type": "chat", "input": {
+                "message": "hello", "model": "openai:my-local-model"}}).json()["job_id"]
+            job = wait_job(client, job_id, 60)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["result"]["simulated"] is False and job["result"]["lane"] == \
+            "openai:my-local-model"
+        seen = httpx.get(compatible_url + "/_sim/stats", timeout=5).json()
+        assert seen["total"]["requests"] == 1
+        assert httpx.get(up.simulator_url + "/_sim/stats", timeout=5).json()[
+            "total"]["requests"] == 0
+    finally:
+        assert stop_up(up) == 0
+        stop_compatible()
