@@ -196,3 +196,12 @@ def test_count_by_status(store) -> None:
     store.create(make_job())
     counts = store.count_by_status()
     assert counts["queued"] == 1 and counts["succeeded"] == 0
+
+
+def test_edges_outside_the_state_machine_are_refused(store) -> None:
+    job, _ = store.create(make_job())
+    with pytest.raises(ValueError, match="no transition from succeeded to queued"):
+        store.requeue(job.id, from_status=Status.SUCCEEDED, attempt=0, now=utcnow())
+    with pytest.raises(ValueError, match="no transition from running to running"):
+        store.finish(job.id, attempt=0, status=Status.RUNNING, now=utcnow())
+    assert store.get(job.id).status is Status.QUEUED  # nothing was written

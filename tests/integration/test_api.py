@@ -134,13 +134,17 @@ def test_idempotency_key(api) -> None:
     assert first == second != other
 
 
-def test_generate_alias_explains_until_reports_exist(api) -> None:
-    client, a, _ = api
-    r = client.post("/generate", json={"startup": "TeslaAI"}, headers=a)
-    if r.status_code == 202:  # the report job type is installed
-        assert r.json()["status"] == "queued"
-    else:
-        assert r.status_code == 422 and "startup_report" in r.json()["error"]["message"]
+def test_generate_alias_submits_a_startup_report(api) -> None:
+    client, a, b = api
+    r = client.post("/generate", json={"startup": "TeslaAI", "focus": "batteries"}, headers=a)
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
+    assert job["type"] == "startup_report" and job["priority"] == "medium"
+    state = client.get(f"/status/{job['job_id']}", headers=a).json()
+    assert state == {"job_id": job["job_id"], "state": "PENDING", "progress": 0, "result": None}
+    assert client.get(f"/status/{job['job_id']}", headers=b).status_code == 404
+    bad = client.post("/generate", json={"startup": ""}, headers=a)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
 
 
 def test_health_ready_queues_and_docs(api) -> None:

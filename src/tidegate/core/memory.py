@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from .models import ApiKey, Job, JobEvent, Page, Usage
-from .statuses import TERMINAL, WAITING, Status
+from .statuses import TERMINAL, WAITING, Status, check_transition
 
 
 def encode_cursor(job: Job) -> str:
@@ -136,6 +136,7 @@ class InMemoryJobStore:
                result: Any = None, error_code: str | None = None,
                error_message: str | None = None, usage_delta: Usage | None = None,
                not_before: datetime | None = None, refund_attempt: bool = False) -> bool:
+        check_transition(Status.RUNNING, status)
         with self._lock:
             job = self._running(job_id, attempt)
             if job is None:
@@ -178,6 +179,7 @@ class InMemoryJobStore:
 
     def requeue(self, job_id: str, *, from_status: Status, attempt: int, now: datetime,
                 reset_attempts: bool = False) -> bool:
+        check_transition(from_status, Status.QUEUED)
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or job.status is not from_status or job.attempts != attempt:

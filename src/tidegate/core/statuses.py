@@ -40,6 +40,12 @@ def can_transition(src: Status, dst: Status) -> bool:
     return dst in TRANSITIONS[src]
 
 
+def check_transition(src: Status, dst: Status) -> None:
+    """Stores call this before a conditional UPDATE: an edge not in the table is a bug."""
+    if not can_transition(src, dst):
+        raise ValueError(f"no transition from {src.value} to {dst.value}")
+
+
 class Priority(StrEnum):
     HIGH = "high"
     MEDIUM = "medium"

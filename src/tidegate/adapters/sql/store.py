@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from ...core.errors import Unavailable
 from ...core.memory import decode_cursor, encode_cursor
 from ...core.models import ApiKey, Job, JobEvent, Page, Usage
-from ...core.statuses import TERMINAL, WAITING, Priority, Status
+from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
 from .tables import api_keys, job_events, jobs
 
 P = ParamSpec("P")
@@ -186,6 +186,7 @@ class SqlJobStore:
                result: Any = None, error_code: str | None = None,
                error_message: str | None = None, usage_delta: Usage | None = None,
                not_before: datetime | None = None, refund_attempt: bool = False) -> bool:
+        check_transition(Status.RUNNING, status)
         values: dict[str, Any] = {
             "status": status.value, "updated_at": now, "lease_owner": None,
             "lease_expires_at": None, "not_before": not_before, **_usage_values(usage_delta)}
@@ -225,6 +226,7 @@ class SqlJobStore:
     @_guard
     def requeue(self, job_id: str, *, from_status: Status, attempt: int, now: datetime,
                 reset_attempts: bool = False) -> bool:
+        check_transition(from_status, Status.QUEUED)
         values: dict[str, Any] = {
             "status": Status.QUEUED.value, "lease_owner": None, "lease_expires_at": None,
             "not_before": None, "finished_at": None, "dispatched_at": None, "updated_at": now}
