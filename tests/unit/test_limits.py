@@ -443,11 +443,11 @@ def test_limits_sent_with_acquire_restore_a_lane_whose_state_was_lost(
     a = ask(lim, "h0", limits=limits)
     assert (a.granted, a.reason, a.wait_s) == (False, "rpm", 1.0)
     granted = 0
-    for step in range(120):  # two minutes, asking every half second
-        if ask(lim, f"h{step}", limits=limits).granted:
+    for _ in range(120):  # two minutes, one caller asking every half second until granted
+        if ask(lim, f"h{granted}", limits=limits).granted:
             granted += 1
         clock.advance(0.5)
-    assert granted == 60  # 1/s, the configured rpm: never more
+    assert granted == 59  # at 1 s, 2 s, ... 59 s: the configured rpm, nothing in hand
     s = lim.snapshot(LANE)
     assert (s.configured, s.sources) == (limits, {"rpm": "configured"})
     assert lim.lanes() == [LANE]
@@ -623,7 +623,9 @@ def test_redis_and_in_memory_agree_exactly(redis_client: object, policy: Limiter
         if op < 0.6:
             kw = {"holder": f"h{rng.randint(0, 25)}", "inp": rng.randint(0, 900),
                   "out": rng.randint(0, 700), "priority": rng.choice(["high", "medium", "low"]),
-                  "ttl_s": rng.choice([2, 20])}
+                  "ttl_s": rng.choice([2, 20]),
+                  # as workers do; now and then another worker's limits (re-seeds the lane)
+                  "limits": rng.choice([None, limits, limits, rng.choice(limit_choices)])}
             got = [ask(lim, **kw) for lim in limiters]  # type: ignore[arg-type]
             assert [(a.granted, a.wait_s, a.reason) for a in got][0] == \
                 [(a.granted, a.wait_s, a.reason) for a in got][1], step

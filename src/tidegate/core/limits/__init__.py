@@ -46,6 +46,15 @@ Semantics, shared by both implementations (times are whole milliseconds of the l
   share the quota), so they assume the provider saw every call granted since; tokens may have
   been refunded at settle for a provider that charged max output at admission, so they assume
   it saw none of them.
+* Lost state: a store can lose everything (Redis restarted without persistence, a failover to
+  an empty replica, FLUSHDB, eviction), while the workers that configured its lanes run on.
+  So configured limits carry a stamp (``LaneLimits.stamp``), and callers send their limits
+  with every acquire: one whose stamp differs from the lane's is set as ``configure`` would
+  (levels kept, clamped to the new capacities); one that finds no stamp at all also starts
+  the pacer empty, not with a fresh burst, since the provider's quota was probably spent
+  before the loss. The lane then runs at its configured rate at once. What is not recovered:
+  learned limits until the next headers, the window and in-flight reservations (calls still
+  running then are not counted against concurrency), the rate factor and any pause.
 """
 
 from .memory import InMemoryLimiter

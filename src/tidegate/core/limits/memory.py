@@ -45,6 +45,7 @@ class _Waiter:
 @dataclass
 class _Lane:
     configured: dict[str, int] = field(default_factory=dict)
+    stamp: str | None = None  # of the configured limits; None: never configured, or lost
     learned: dict[str, int] = field(default_factory=dict)
     factor: float = 1.0
     cut_ms: int | None = None
@@ -80,19 +81,23 @@ class InMemoryLimiter:
     def configure(self, lane: str, limits: LaneLimits) -> None:
         validate_lane(lane)
         with self._lock:
-            ln = self._lanes.setdefault(lane, _Lane())
-            self._refill(ln, self._now())
-            ln.configured = {k: v for k, v in limits.as_dict().items() if v is not None}
-            self._reconcile(ln)
+            self._set_configured(self._lanes.setdefault(lane, _Lane()), limits, self._now())
 
     def acquire(self, lane: str, *, input_tokens: int, output_tokens: int,
-                priority: Priority = "medium", holder: str, ttl_s: float = 300.0) -> Admission:
+                priority: Priority = "medium", holder: str, ttl_s: float = 300.0,
+                limits: LaneLimits | None = None) -> Admission:
         validate_lane(lane)
         ttl_ms = validate_acquire(input_tokens, output_tokens, priority, holder, ttl_s)
         p = self._p
         with self._lock:
             now = self._now()
             ln = self._lanes.setdefault(lane, _Lane())
+            if limits is not None and ln.stamp != limits.stamp():
+                lost = ln.stamp is None
+                self._set_configured(ln, limits, now)
+                if lost:  # no second burst after a loss (see "Lost state" in the module doc)
+                    for dim, lvl in ln.levels.items():
+                        ln.levels[dim] = min(lvl, 0.0)
             self._housekeep(ln, now)
             levels = self._refill(ln, now)
             me = ln.waiters.get(holder)
@@ -262,6 +267,12 @@ class InMemoryLimiter:
                 ln.factor = round_factor(min(1.0, ln.factor + self._p.increase))
                 ln.rec_ms = now
             return True
+
+    def _set_configured(self, ln: _Lane, limits: LaneLimits, now: int) -> None:
+        self._refill(ln, now)  # at the old limits, up to now
+        ln.configured = {k: v for k, v in limits.as_dict().items() if v is not None}
+        ln.stamp = limits.stamp()
+        self._reconcile(ln)
 
     def _housekeep(self, ln: _Lane, now: int) -> None:
         cutoff = now - self._window

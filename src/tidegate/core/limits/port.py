@@ -37,6 +37,11 @@ class LaneLimits:
     def as_dict(self) -> dict[str, int | None]:
         return {name: getattr(self, name) for name in LIMIT_FIELDS}
 
+    def stamp(self) -> str:
+        """These limits as one canonical string (``"60,,,,4"``: rpm 60, concurrency 4), stored
+        with them; an acquire carrying another stamp, or finding none, re-seeds the lane."""
+        return ",".join("" if v is None else str(v) for v in self.as_dict().values())
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -82,9 +87,12 @@ class Limiter(Protocol):
         ...
 
     def acquire(self, lane: str, *, input_tokens: int, output_tokens: int,
-                priority: Priority = "medium", holder: str, ttl_s: float = 300.0) -> Admission:
+                priority: Priority = "medium", holder: str, ttl_s: float = 300.0,
+                limits: LaneLimits | None = None) -> Admission:
         """Atomically check and reserve every quota of the lane for one call. ``holder`` names
-        the logical call across retries (e.g. ``job_id:attempt:step``); it keeps its waiter rank."""
+        the logical call across retries (e.g. ``job_id:attempt:step``); it keeps its waiter rank.
+        ``limits``: what the caller configured for the lane; if the lane holds others, or lost
+        them (see "Lost state" in the module doc), they are set first, in the same step."""
         ...
 
     def settle(self, lane: str, reservation_id: str, *, input_tokens: int,
