@@ -64,6 +64,11 @@ def redis_client() -> Iterator[object]:
     client.close()
 
 
+def client_prefix(client: object) -> str:
+    """The key prefix of the limiter the test made last."""
+    return client.test_prefixes[-1]  # type: ignore[attr-defined, no-any-return]
+
+
 def _redis_factory(client: object, clock: FakeClock) -> MakeLimiter:
     from tidegate.adapters.limiter import RedisLimiter
 
@@ -88,9 +93,9 @@ def lim(make: MakeLimiter) -> Limiter:
 
 
 def ask(lim: Limiter, holder: str, inp: int = 0, out: int = 0, priority: str = "medium",
-        ttl_s: float = 300.0, lane: str = LANE) -> Admission:
+        ttl_s: float = 300.0, lane: str = LANE, limits: LaneLimits | None = None) -> Admission:
     return lim.acquire(lane, input_tokens=inp, output_tokens=out, priority=priority,  # type: ignore[arg-type]
-                       holder=holder, ttl_s=ttl_s)
+                       holder=holder, ttl_s=ttl_s, limits=limits)
 
 
 # --------------------------------------------------------------------------- rates
@@ -424,6 +429,78 @@ def test_resync_uses_the_providers_refill_rate(lim: Limiter) -> None:
     assert (b.granted, b.reason, b.wait_s) == (False, "rpm", 1.0)
 
 
+# --------------------------------------------------------------------------- lost state
+
+
+def test_limits_sent_with_acquire_restore_a_lane_whose_state_was_lost(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    """A store that lost the lane (Redis restarted empty) is a store that never saw it: the
+    limits the caller sends re-establish the lane, with its pacer empty (the provider's quota
+    was spent before the loss, as far as anyone knows), so the lane runs at the rate at once
+    instead of unlimited, or a second burst."""
+    limits = LaneLimits(rpm=60)
+    lim = make()  # the state after the loss: nothing about the lane
+    a = ask(lim, "h0", limits=limits)
+    assert (a.granted, a.reason, a.wait_s) == (False, "rpm", 1.0)
+    granted = 0
+    for _ in range(120):  # two minutes, one caller asking every half second until granted
+        if ask(lim, f"h{granted}", limits=limits).granted:
+            granted += 1
+        clock.advance(0.5)
+    assert granted == 59  # at 1 s, 2 s, ... 59 s: the configured rpm, nothing in hand
+    s = lim.snapshot(LANE)
+    assert (s.configured, s.sources) == (limits, {"rpm": "configured"})
+    assert lim.lanes() == [LANE]
+
+
+def test_limits_sent_with_acquire_replace_different_ones_like_configure(
+        lim: Limiter, clock: FakeClock) -> None:
+    lim.configure(LANE, LaneLimits(rpm=60, concurrency=4))  # 10 requests in hand
+    lim.observe(LANE, RateLimitInfo(limit_requests=600, limit_tokens=100_000))
+    assert ask(lim, "a", limits=LaneLimits(rpm=60, concurrency=4)).granted  # same: untouched
+    assert ask(lim, "b", limits=LaneLimits(rpm=6)).granted  # 1 request in hand now: spent
+    s = lim.snapshot(LANE)
+    assert s.configured == LaneLimits(rpm=6)
+    assert s.limits == LaneLimits(rpm=6, tpm=100_000)  # configured wins, learned fills gaps
+    assert s.sources == {"rpm": "configured", "tpm": "learned"}
+    c = ask(lim, "c", limits=LaneLimits(rpm=6))
+    assert (c.granted, c.reason) == (False, "rpm")
+    clock.advance(10)
+    assert ask(lim, "c", limits=LaneLimits(rpm=6)).granted
+
+
+def test_a_lost_lane_relearns_headers_under_its_configured_limits(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    lim = make()  # lost everything, then a call that was in flight reports its headers
+    lim.observe(LANE, RateLimitInfo(limit_requests=600, remaining_requests=600,
+                                    limit_tokens=100_000, remaining_tokens=100_000))
+    a = ask(lim, "a", limits=LaneLimits(rpm=60))
+    assert (a.granted, a.reason) == (False, "rpm")  # configured rpm, empty after the loss
+    s = lim.snapshot(LANE)
+    assert s.limits == LaneLimits(rpm=60, tpm=100_000)
+    assert s.sources == {"rpm": "configured", "tpm": "learned"}
+
+
+def test_redis_lane_flushed_under_a_running_limiter_is_restored(
+        redis_client: object, clock: FakeClock) -> None:
+    """The same RedisLimiter before and after its keys vanish (what FLUSHDB, a restart without
+    persistence or an eviction does to it)."""
+    lim = _redis_factory(redis_client, clock)()
+    limits = LaneLimits(rpm=60)
+    lim.configure(LANE, limits)
+    assert all(ask(lim, f"b{i}", limits=limits).granted for i in range(10))
+    prefix = client_prefix(redis_client)
+    for key in redis_client.scan_iter(match=prefix + "*"):  # type: ignore[attr-defined]
+        redis_client.delete(key)  # type: ignore[attr-defined]
+    clock.advance(5)  # the pacer would hold 5 again had nothing been lost
+    granted = sum(ask(lim, f"a{i}", limits=limits).granted for i in range(20))
+    assert granted == 0  # today: 20 (no limits left, everything granted)
+    clock.advance(5)
+    assert sum(ask(lim, f"a{i}", limits=limits).granted for i in range(20)) == 5
+    assert lim.lanes() == [LANE]
+    assert lim.snapshot(LANE).configured == limits
+
+
 # --------------------------------------------------------------------------- misc
 
 
@@ -546,7 +623,9 @@ def test_redis_and_in_memory_agree_exactly(redis_client: object, policy: Limiter
         if op < 0.6:
             kw = {"holder": f"h{rng.randint(0, 25)}", "inp": rng.randint(0, 900),
                   "out": rng.randint(0, 700), "priority": rng.choice(["high", "medium", "low"]),
-                  "ttl_s": rng.choice([2, 20])}
+                  "ttl_s": rng.choice([2, 20]),
+                  # as workers do; now and then another worker's limits (re-seeds the lane)
+                  "limits": rng.choice([None, limits, limits, rng.choice(limit_choices)])}
             got = [ask(lim, **kw) for lim in limiters]  # type: ignore[arg-type]
             assert [(a.granted, a.wait_s, a.reason) for a in got][0] == \
                 [(a.granted, a.wait_s, a.reason) for a in got][1], step

@@ -98,7 +98,7 @@ class LLMGateway:
         self.config = config
         self.policy = policy or GatewayPolicy()
         self._pool = ThreadPoolExecutor(max_parallel_calls, thread_name_prefix="llm-call")
-        self._configured: set[str] = set()
+        self._configured: dict[str, LaneLimits] = {}
         self._lock = threading.Lock()
 
     def bind(self, ctx: JobContext[Any]) -> JobLLM:
@@ -114,15 +114,19 @@ class LLMGateway:
         except LLMConfigError as exc:
             raise JobFailed("invalid_model", str(exc)) from None
 
-    def ensure_configured(self, lane: str) -> None:
-        """Push the settings' limits for ``lane`` to the shared limiter once per process."""
-        if lane in self._configured:
-            return
+    def ensure_configured(self, lane: str) -> LaneLimits:
+        """The settings' limits for ``lane``, pushed to the shared limiter once per process.
+        Every acquire sends them too, so a limiter that lost them (Redis restarted empty) has
+        them back on the next call instead of granting everything."""
+        limits = self._configured.get(lane)
+        if limits is not None:
+            return limits
         with self._lock:
             if lane not in self._configured:
                 limits = _to_limits(self.config.lane_limits(lane))
                 self.limiter.configure(lane, limits)
-                self._configured.add(lane)
+                self._configured[lane] = limits
+            return self._configured[lane]
 
     def chain(self, job_type: str, first: str, *, explicit: bool) -> list[str]:
         """The lanes to try: the one asked for, then the job type's fallbacks (unless the
@@ -214,10 +218,11 @@ class JobLLM:
             lane = lanes[index]
             if lane not in tried:
                 tried.append(lane)
-            gw.ensure_configured(lane)
+            limits = gw.ensure_configured(lane)
             adm = gw.limiter.acquire(lane, input_tokens=est_in, output_tokens=est_out,
                                      priority=ctx.priority, holder=holder,
-                                     ttl_s=timeout_s + gw.policy.reservation_slack_s)
+                                     ttl_s=timeout_s + gw.policy.reservation_slack_s,
+                                     limits=limits)
             if not adm.granted:
                 metrics.quota_waits.labels(lane=lane, reason=adm.reason).inc()
                 if (adm.reason == "paused" and adm.wait_s > gw.policy.fallback_after_s

@@ -11,7 +11,8 @@ lane's keys share a slot and every script touches one slot only):
 
 ==================  ======  ==================================================================
 ``P lanes``         SET     every lane ever configured, observed or acquired (``lanes()``)
-``P{lane}:h``       HASH    ``c:<field>`` configured limits, ``l:<field>`` learned limits,
+``P{lane}:h``       HASH    ``c:<field>`` configured limits, ``cfg`` their stamp,
+                            ``l:<field>`` learned limits,
                             ``f`` rate factor, ``cut``/``rec`` ms of last cut / last increase,
                             ``pause`` paused-until ms, ``pt`` pacer refill ms,
                             ``p:req|inp|out|tot`` pacer levels, ``w:req|inp|out`` window totals
@@ -27,7 +28,8 @@ lane's keys share a slot and every script touches one slot only):
 ==================  ======  ==================================================================
 
 Only ``h`` and ``lanes`` persist (configuration and learned limits); everything else empties
-itself as entries age out, whenever the lane is next touched.
+itself as entries age out, whenever the lane is next touched. If Redis loses them anyway (no
+persistence, failover, eviction), the limits every acquire carries put them back.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from typing import Any
 import redis
 
 from tidegate.core.limits import (
+    DIMS,
+    LIMIT_FIELDS,
     PRIORITIES,
     Admission,
     LaneLimits,
@@ -61,8 +65,7 @@ from tidegate.core.llm import RateLimitInfo
 _LUA = Path(__file__).with_name("lua")
 _SCRIPTS = ("acquire", "settle", "rate_limited", "observe", "configure", "snapshot")
 _LANE_KEYS = ("h", "log", "amt", "fly", "res", "wq", "wdl", "wm", "wx")
-_LIMIT_FIELDS = ("rpm", "input_tpm", "output_tpm", "tpm", "concurrency")
-_BUCKETS = ("req", "inp", "out", "tot")
+_BUCKETS = tuple(bucket for bucket, _field in DIMS)
 
 
 @functools.cache
@@ -76,6 +79,10 @@ def _s(value: Any) -> str:
 
 def _opt(value: int | None) -> str:
     return "" if value is None else str(int(value))
+
+
+def _limit_args(limits: LaneLimits) -> list[str]:
+    return [_opt(getattr(limits, f)) for f in LIMIT_FIELDS]
 
 
 class RedisLimiter:
@@ -95,21 +102,25 @@ class RedisLimiter:
 
     def configure(self, lane: str, limits: LaneLimits) -> None:
         validate_lane(lane)
-        values = [_opt(getattr(limits, f)) for f in _LIMIT_FIELDS]
-        self._run("configure", self._keys(lane)[:1], self._window_args() + values)
+        self._run("configure", self._keys(lane)[:1],
+                  self._window_args() + _limit_args(limits) + [limits.stamp()])
         self._register(lane)
 
     def acquire(self, lane: str, *, input_tokens: int, output_tokens: int,
-                priority: Priority = "medium", holder: str, ttl_s: float = 300.0) -> Admission:
+                priority: Priority = "medium", holder: str, ttl_s: float = 300.0,
+                limits: LaneLimits | None = None) -> Admission:
         validate_lane(lane)
         ttl_ms = validate_acquire(input_tokens, output_tokens, priority, holder, ttl_s)
         self._register(lane)
         p = self._p
-        granted, rid, wait_ms, reason = self._run("acquire", self._keys(lane), [
+        seed = [""] * 6 if limits is None else _limit_args(limits) + [limits.stamp()]
+        granted, rid, wait_ms, reason, reseeded = self._run("acquire", self._keys(lane), [
             self._now_arg(), uuid.uuid4().hex, holder, priority, str(input_tokens),
             str(output_tokens), str(ttl_ms), str(p.ms("window_s")), str(p.ms("burst_s")),
             str(p.ms("aging_s")), str(p.ms("waiter_grace_s")), str(p.ms("waiter_memory_s")),
-            str(p.ms("concurrency_poll_s")), "1" if p.sliding_window else "0"])
+            str(p.ms("concurrency_poll_s")), "1" if p.sliding_window else "0", *seed])
+        if int(reseeded):  # the lanes set may have gone with the rest
+            self._r.sadd(self._prefix + "lanes", lane)
         if int(granted):
             return Admission(True, _s(rid), 0.0, "ok")
         return Admission(False, None, float(_s(wait_ms)) / 1000, _s(reason))
@@ -137,7 +148,7 @@ class RedisLimiter:
         age_ms = validate_age(age_s)
         limits, remaining = learned_from(info)
         self._run("observe", self._keys(lane)[:3], self._window_args()
-                  + [_opt(limits.get(f)) for f in _LIMIT_FIELDS[:4]]
+                  + [_opt(limits.get(f)) for f in LIMIT_FIELDS[:4]]
                   + [_opt(getattr(remaining.get(b), f, None))
                      for b in _BUCKETS for f in ("remaining", "limit", "reset_ms")]
                   + [str(age_ms), str(self._p.ms("resync_margin_s"))])
@@ -149,8 +160,8 @@ class RedisLimiter:
             self._now_arg(), str(self._p.ms("window_s")), str(self._p.ms("waiter_memory_s"))])
         now_ms = float(_s(raw[0]))
         h = {_s(raw[i]): _s(raw[i + 1]) for i in range(5, len(raw), 2)}
-        configured = {f: int(h["c:" + f]) for f in _LIMIT_FIELDS if "c:" + f in h}
-        learned = {f: int(h["l:" + f]) for f in _LIMIT_FIELDS if "l:" + f in h}
+        configured = {f: int(h["c:" + f]) for f in LIMIT_FIELDS if "c:" + f in h}
+        learned = {f: int(h["l:" + f]) for f in LIMIT_FIELDS if "l:" + f in h}
         limits, sources = effective(configured, learned)
         pause = float(h.get("pause", 0))
         return LaneSnapshot(

@@ -190,3 +190,13 @@ local function reconcile(st, window_ms, burst_ms)
   end
 end
 
+-- Set the configured limits (values: one per LIMIT_FIELDS, '' = not configured) and their
+-- stamp, refilling at the old limits up to now first.
+local function set_configured(st, now, window_ms, burst_ms, values, stamp)
+  refill(st, now, window_ms, burst_ms)
+  for i, field in ipairs(LIMIT_FIELDS) do
+    if values[i] == '' then drop(st, 'c:' .. field) else put(st, 'c:' .. field, values[i]) end
+  end
+  put(st, 'cfg', stamp)
+  reconcile(st, window_ms, burst_ms)
+end

@@ -4,7 +4,9 @@
 --       5 input_tokens  6 output_tokens  7 ttl_ms  8 window_ms  9 burst_ms  10 aging_ms
 --       11 waiter_grace_ms  12 waiter_memory_ms  13 concurrency_poll_ms
 --       14 sliding window ('1' = hold every quota in any window too, '0' = pacer only)
--- Returns: {granted 1|0, reservation_id or '', wait_ms, reason}
+--       15 rpm  16 input_tpm  17 output_tpm  18 tpm  19 concurrency: the caller's configured
+--       limits ('' = not configured)  20 their stamp ('' = none sent: 15-19 are ignored)
+-- Returns: {granted 1|0, reservation_id or '', wait_ms, reason, re-seeded 1|0}
 local K = lane_keys()
 local now = clock(ARGV[1])
 local rid, holder, prio = ARGV[2], ARGV[3], ARGV[4]
@@ -15,6 +17,21 @@ local sliding = ARGV[14] ~= '0'
 local HANDICAP = {high = 0, medium = 1, low = 2}
 
 local st = load(K.h)
+-- The caller's limits win when the lane holds others, or lost them with everything else; then
+-- no second burst either (see "Lost state" in tidegate.core.limits).
+local reseeded = 0
+if ARGV[20] ~= '' and st.v['cfg'] ~= ARGV[20] then
+  local lost = st.v['cfg'] == nil
+  set_configured(st, now, window_ms, burst_ms, {ARGV[15], ARGV[16], ARGV[17], ARGV[18],
+                                                ARGV[19]}, ARGV[20])
+  if lost then
+    for _, d in ipairs(DIMS) do
+      local lvl = num(st, 'p:' .. d[1], nil)
+      if lvl then put(st, 'p:' .. d[1], math.min(lvl, 0)) end
+    end
+  end
+  reseeded = 1
+end
 housekeep(st, K, now, window_ms, memory_ms)
 local levels = refill(st, now, window_ms, burst_ms)
 local f = num(st, 'f', 1)
@@ -133,7 +150,7 @@ if #blocks == 0 then
     redis.call('ZREM', K.wx, holder)
     redis.call('HDEL', K.wm, holder)
   end
-  return {1, rid, '0', 'ok'}
+  return {1, rid, '0', 'ok', reseeded}
 end
 
 local wait, reason, best = 0, 'priority', -1
@@ -150,4 +167,4 @@ redis.call('ZADD', K.wq, rank, holder)
 redis.call('ZADD', K.wdl, now + wait + grace_ms, holder)
 redis.call('ZREM', K.wx, holder)
 save(st)
-return {0, '', fmt(wait), reason}
+return {0, '', fmt(wait), reason, reseeded}

@@ -1,0 +1,63 @@
+"""How a limiter is tuned: the cautious defaults, and what Tidegate's workers run with."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterPolicy:
+    """Tuning shared by every implementation. Defaults suit per-minute provider quotas."""
+
+    window_s: float = 60.0  # quota window; providers count per minute
+    burst_s: float = 10.0  # pacer capacity in seconds of quota (= window_s: no pacing)
+    decrease: float = 0.7  # rate factor multiplier on a 429
+    min_factor: float = 0.2
+    increase: float = 0.1  # added per successful window after a cut
+    cut_cooldown_s: float = 5.0  # 429s closer together than this are one signal
+    default_pause_s: float = 1.0  # pause on a 429 that gave no retry-after
+    aging_s: float = 30.0  # rank handicap per priority step
+    waiter_grace_s: float = 5.0  # a waiter must come back within wait_s + this
+    waiter_memory_s: float = 120.0  # a late waiter keeps its rank this long
+    concurrency_poll_s: float = 1.0  # wait hint when only a concurrency slot is missing
+    sliding_window: bool = True  # also hold every quota in any window_s (see module doc)
+    resync_margin_s: float = 0.0  # resync to this much quota below the provider's remaining
+
+    def __post_init__(self) -> None:
+        if not 0 < self.burst_s <= self.window_s:
+            raise ValueError("burst_s must be in (0, window_s]")
+        if not 0 < self.min_factor <= 1 or not 0 < self.decrease <= 1:
+            raise ValueError("min_factor and decrease must be in (0, 1]")
+        if not 0 <= self.resync_margin_s < self.window_s:
+            raise ValueError("resync_margin_s must be in [0, window_s)")
+
+    def ms(self, name: str) -> int:
+        return int(round(getattr(self, name) * 1000))
+
+
+# What Tidegate's workers run with (the class defaults above are the cautious baseline):
+# * the pacer is a twin of the provider's own bucket (OpenAI and Anthropic hold a minute of
+#   quota and refill it continuously), with no sliding window on top: a lane starts with the
+#   burst the provider allows and then runs at exactly its rate, instead of leaving a sixth of
+#   the first minute unused (10 s pacer) or idling after each burst until it leaves the window.
+#   Granting charges the twin before the provider sees the call and both refill alike, so the
+#   twin stays below the provider; remaining counts from the headers correct it when others
+#   share the quota or a refund at settle was not one for the provider;
+# * it holds one second of quota less than the provider, and resyncs to one second below
+#   what the provider says is left, so calls that reach the provider in a slightly different
+#   order or spacing than they were granted never find it short;
+# * priorities: a waiting low or medium call outranks fresh high ones only after 10 or 5
+#   minutes, so user-facing work cuts a saturated lane's backlog, and nothing starves.
+SERVICE_POLICY = LimiterPolicy(burst_s=59.0, sliding_window=False, resync_margin_s=1.0,
+                               aging_s=300.0)
+
+
+def pause_ms(policy: LimiterPolicy, retry_after_s: float | None) -> int:
+    s = policy.default_pause_s if retry_after_s is None else retry_after_s
+    return max(0, int(math.ceil(s * 1000)))
+
+
+def round_factor(x: float) -> float:
+    # Six decimals, so 0.7 + 3 x 0.1 is exactly 1.0 in both Python and Lua.
+    return math.floor(x * 1e6 + 0.5) / 1e6

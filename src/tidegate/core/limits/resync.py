@@ -1,0 +1,55 @@
+"""What a provider's rate-limit headers say, turned into limits to learn and levels to drain
+the pacer to (see "Learned limits" in :mod:`tidegate.core.limits`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..llm import RateLimitInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Remaining:
+    """What the provider says is left in one bucket; ``limit``/``reset_ms`` when it said so."""
+
+    remaining: int
+    limit: int | None = None
+    reset_ms: int | None = None  # until the provider's bucket is full again
+
+
+def learned_from(info: RateLimitInfo) -> tuple[dict[str, int], dict[str, Remaining]]:
+    """(advertised limits keyed by LaneLimits field, remaining keyed by bucket name).
+
+    Anthropic's "tokens" headers restate the tighter of its input/output limits, not a total,
+    so a combined token figure is used only when no input/output split is advertised."""
+    split = any(v is not None for v in (info.limit_input_tokens, info.limit_output_tokens,
+                                        info.remaining_input_tokens,
+                                        info.remaining_output_tokens))
+    tot = (None, None, None) if split else (
+        info.remaining_tokens, info.limit_tokens, info.reset_tokens_s)
+    limits = {"rpm": info.limit_requests, "input_tpm": info.limit_input_tokens,
+              "output_tpm": info.limit_output_tokens, "tpm": tot[1]}
+    raw = {"req": (info.remaining_requests, info.limit_requests, info.reset_requests_s),
+           "inp": (info.remaining_input_tokens, info.limit_input_tokens, None),
+           "out": (info.remaining_output_tokens, info.limit_output_tokens, None),
+           "tot": tot}
+    remaining = {
+        dim: Remaining(max(0, int(rem)), int(lim) if lim is not None and lim > 0 else None,
+                       max(0, int(math.ceil(reset * 1000))) if reset is not None else None)
+        for dim, (rem, lim, reset) in raw.items() if rem is not None}
+    return {k: int(v) for k, v in limits.items() if v is not None and v > 0}, remaining
+
+
+def resync_target(rem: Remaining, rate: float) -> float:
+    """The most our pacer may hold so that, refilling at ``rate`` per ms, it never runs ahead
+    of the provider's bucket, which holds ``remaining`` now and refills to ``limit`` in
+    ``reset_ms`` (rate (limit - remaining) / reset_ms). For a provider bucket that refills as
+    fast as ours this is just ``remaining``; a slower one (shared quota, coarser windows)
+    lowers it further, possibly below zero (a debt we wait out)."""
+    target = float(rem.remaining)
+    if rem.limit is not None and rem.reset_ms is not None:
+        deficit = rate * rem.reset_ms - (rem.limit - rem.remaining)
+        if deficit > 0:
+            target = rem.remaining - deficit
+    return target
