@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from tidegate.core.context import JobContext
-from tidegate.core.errors import JobCancelled, JobFailed, RetryLater
+from tidegate.core.errors import JobCancelled, JobFailed, LeaseLost, RetryLater, WorkerStopping
 from tidegate.core.limits import InMemoryLimiter, LimiterPolicy
 from tidegate.core.llm import (
     ContextTooLong,
@@ -178,14 +178,17 @@ def test_unknown_model_is_a_clear_failure(setup) -> None:
     assert info.value.code == "invalid_model" and "unknown model" in info.value.message
 
 
-def test_an_abandoned_call_that_returns_is_added_to_the_job_late(setup) -> None:
-    """Cancel stops the job waiting; the provider still bills a call that answers anyway (a
-    fake provider cannot be cut off), so its usage lands on the job when it returns."""
+@pytest.mark.parametrize(("event", "raised"), [
+    ("cancel_event", JobCancelled), ("lease_lost", LeaseLost), ("stopping", WorkerStopping)])
+def test_an_abandoned_call_that_returns_is_added_to_the_job_late(setup, event, raised) -> None:
+    """Cancel, a lost lease (also how the time limit ends an attempt) or a shutdown stops the
+    job waiting; the provider still bills a call that answers anyway (a fake provider cannot
+    be cut off), so its usage lands on the job when it returns."""
     gateway, limiter, openai, _, context, store = setup
     openai.delay_s = 0.8
     ctx = context()
-    threading.Timer(0.1, ctx.cancel_event.set).start()
-    with pytest.raises(JobCancelled):
+    threading.Timer(0.1, getattr(ctx, event).set).start()
+    with pytest.raises(raised):
         ask(ctx)
     assert limiter.snapshot("openai:m1").in_flight == 0  # freed at once, not on return
     assert store.get(ctx.job_id).usage.input_tokens == 0
