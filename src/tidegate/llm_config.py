@@ -7,7 +7,10 @@ result, so a typo fails at start-up with the file and key named, not mid-job.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import tomllib
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,24 +24,57 @@ class LLMConfigError(ValueError):
     """The LLM settings file is unreadable or invalid; the message says where and why."""
 
 
-def parse_lane(lane: str) -> tuple[str, str, str | None]:
-    """``"provider:model[@account]"`` -> ``(provider, model, account)``; raises LLMConfigError."""
-    spec, _, account = lane.partition("@")
-    provider, sep, model = spec.partition(":")
+# What a model name may contain: vendors' ids ("gpt-4o-2024-08-06", "claude-3-5-haiku-latest"),
+# fine-tunes ("ft:gpt-4o-mini:org::id"), OpenAI-compatible servers' names ("meta-llama/Llama-3-8B",
+# "llama3:8b"). Nothing that changes a request URL or its headers: no "?", "#", "%", spaces,
+# control characters, no ".." path segments.
+_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]*")
+_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_SPEC = 200
+
+
+def _check_model_name(model: str, lane: str) -> None:
+    if (len(model) > MAX_SPEC or not _MODEL_RE.fullmatch(model)
+            or ".." in model or "//" in model):
+        raise LLMConfigError(f"invalid model name in {lane!r}: letters, digits and . _ : / + - "
+                             "only, no '..'")
+
+
+def parse_lane(lane: str) -> tuple[str, str]:
+    """``"provider:model"`` -> ``(provider, model)``; raises LLMConfigError."""
+    provider, sep, model = lane.partition(":")
     if not sep or not model or not provider:
-        raise LLMConfigError(f"{lane!r} is not of the form provider:model[@account]")
+        raise LLMConfigError(f"{lane!r} is not of the form provider:model")
     if provider not in PROVIDERS:
         raise LLMConfigError(f"unknown provider {provider!r} in {lane!r} "
                              f"(known: {', '.join(PROVIDERS)})")
-    if "@" in lane and not account:
-        raise LLMConfigError(f"empty account in {lane!r}")
-    return provider, model, account or None
+    if "@" in model:
+        # One API key per provider for now: two "accounts" would be two limiter lanes drawing
+        # on one real quota, which is worse than one honest lane.
+        raise LLMConfigError(f"{lane!r}: accounts (provider:model@account) are not supported; "
+                             "Tidegate uses one API key per provider")
+    _check_model_name(model, lane)
+    return provider, model
+
+
+def check_spec_syntax(spec: str) -> None:
+    """What can be checked without the settings: an alias name or a well-formed lane."""
+    if ":" in spec:
+        parse_lane(spec)
+    elif len(spec) > MAX_SPEC or not _ALIAS_RE.fullmatch(spec):
+        raise LLMConfigError(f"invalid model {spec!r}: use provider:model or an alias")
+
+
+# Snapshot suffixes the vendors put after a model family: -2024-08-06 and -0613 (OpenAI),
+# -20241022 and -latest (Anthropic), -001 (Gemini). A snapshot costs its family's price.
+_SNAPSHOT_RE = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{3,4}|latest)$")
 
 
 class Price(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    input: float = Field(ge=0)  # USD per million input tokens
-    output: float = Field(default=0.0, ge=0)  # USD per million output tokens
+    # Exact decimals (the TOML is parsed with Decimal floats): money never passes through float.
+    input: Decimal = Field(ge=0)  # USD per million input tokens
+    output: Decimal = Field(default=Decimal(0), ge=0)  # USD per million output tokens
 
 
 class LaneLimits(BaseModel):
@@ -64,11 +100,20 @@ class Defaults(BaseModel):
     model: str = "openai:gpt-4o-mini"
 
 
+class Models(BaseModel):
+    """Which models a job may name, beyond the aliases, the price table and the job types'
+    own models: ``"provider:model"`` patterns, ``*`` matching any run of characters."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow: list[str] = Field(default_factory=list)
+
+
 class LLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     aliases: dict[str, str] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)
+    models: Models = Field(default_factory=Models)
     lane_defaults: LaneLimits = Field(default_factory=LaneLimits)
     lanes: dict[str, LaneLimits] = Field(default_factory=dict)
     jobs: dict[str, JobModels] = Field(default_factory=dict)
@@ -80,6 +125,7 @@ class LLMConfig(BaseModel):
         for name in self.aliases:
             if ":" in name:
                 raise ValueError(f"alias {name!r} must not contain ':'")
+            check_spec_syntax(name)
             self.resolve(name)
         for key in self.prices:
             parse_lane(key)
@@ -88,16 +134,13 @@ class LLMConfig(BaseModel):
                 parse_lane(key)
             elif key[:-2] not in PROVIDERS:
                 raise ValueError(f"unknown provider in lane pattern {key!r}")
+        for pattern in self.models.allow:
+            parse_lane(pattern.replace("*", "x"))  # a wildcard stands for model characters
         self.resolve(self.defaults.model)
         for jm in self.jobs.values():
-            for spec in [jm.model, *jm.sections.values()]:
+            for spec in [jm.model, *jm.sections.values(), *jm.fallbacks]:
                 if spec is not None:
                     self.resolve(spec)
-            for lane in jm.fallbacks:
-                if "@" in lane:
-                    parse_lane(lane)
-                else:
-                    self.resolve(lane)
         return self
 
     def resolve(self, spec: str) -> tuple[str, str]:
@@ -112,19 +155,62 @@ class LLMConfig(BaseModel):
                 raise LLMConfigError(f"alias loop: {' -> '.join([*seen, spec])}")
             seen.append(spec)
             spec = self.aliases[spec]
-        provider, model, _account = parse_lane(spec.partition("@")[0])
-        return provider, model
+        return parse_lane(spec)
 
     def lane(self, spec: str) -> str:
         """The canonical lane for a model spec or alias: ``"provider:model"``."""
         provider, model = self.resolve(spec)
         return f"{provider}:{model}"
 
-    def cost_usd(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> float:
-        """What a call cost, from the price table; 0.0 for models without a price."""
-        price = self.prices.get(f"{provider}:{model.partition('@')[0]}")
+    # -- what a job may ask for -------------------------------------------------------------
+    def configured_models(self) -> set[str]:
+        """Every lane the operator named: alias targets, priced models, job types' models."""
+        lanes = {self.lane(a) for a in self.aliases} | set(self.prices)
+        lanes.add(self.lane(self.defaults.model))
+        for jm in self.jobs.values():
+            lanes.update(self.lane(s) for s in [jm.model, *jm.sections.values(), *jm.fallbacks]
+                         if s is not None)
+        return lanes
+
+    def allowed_models(self) -> list[str]:
+        """What a job's ``model`` may be, for error messages: aliases, lanes, patterns."""
+        return [*sorted(self.aliases), *sorted(self.configured_models()),
+                *sorted(self.models.allow)]
+
+    def check_model(self, spec: str) -> str:
+        """The lane a job's ``model`` names, if the operator allows it; LLMConfigError if not.
+
+        Lanes are the operator's: each one is limiter state in Redis, a metrics label and a
+        quota snapshot per scrape, so a tenant may not create them by naming new models."""
+        check_spec_syntax(spec)
+        lane = self.lane(spec)
+        if lane in self.configured_models() or any(
+                fnmatch.fnmatchcase(lane, p) for p in self.models.allow):
+            return lane
+        raise LLMConfigError(f"model {spec!r} is not allowed here; allowed: "
+                             f"{', '.join(self.allowed_models())} "
+                             "(operators add more under [models] allow in the LLM settings)")
+
+    # -- money ------------------------------------------------------------------------------
+    def price(self, provider: str, model: str) -> Price | None:
+        """The model's price, or its family's for a dated snapshot (gpt-4o-2024-08-06 costs
+        what gpt-4o costs; claude-3-5-haiku-20241022 what claude-3-5-haiku-latest costs)."""
+        candidates = [model]
+        family = _SNAPSHOT_RE.sub("", model)
+        if family != model:
+            candidates += [family, f"{family}-latest"]
+        for name in candidates:
+            price = self.prices.get(f"{provider}:{name}")
+            if price is not None:
+                return price
+        return None
+
+    def cost_usd(self, provider: str, model: str, input_tokens: int,
+                 output_tokens: int) -> Decimal | None:
+        """What a call cost, exactly; ``None`` for a model without a price (not a false zero)."""
+        price = self.price(provider, model)
         if price is None:
-            return 0.0
+            return None
         return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
 
     def default_model(self, job_type: str, section: str | None = None) -> str:
@@ -140,14 +226,14 @@ class LLMConfig(BaseModel):
     def fallbacks(self, job_type: str, *, exclude: str | None = None) -> list[str]:
         """The job type's fallback lanes in order, without ``exclude`` (the lane that failed)."""
         jm = self.jobs.get(job_type)
-        chain = [lane if "@" in lane else self.lane(lane) for lane in (jm.fallbacks if jm else [])]
+        chain = [self.lane(lane) for lane in (jm.fallbacks if jm else [])]
         return [lane for lane in chain if lane != exclude]
 
     def lane_limits(self, lane: str) -> LaneLimits:
-        """Limits for ``"provider:model[@account]"``: exact, then without the account, then
-        ``"provider:*"``, then ``[lane_defaults]``."""
-        provider, model, _account = parse_lane(lane)
-        for key in (lane, f"{provider}:{model}", f"{provider}:*"):
+        """Limits for ``"provider:model"``: exact, then ``"provider:*"``, then
+        ``[lane_defaults]``."""
+        provider, model = parse_lane(lane)
+        for key in (f"{provider}:{model}", f"{provider}:*"):
             if key in self.lanes:
                 return self.lanes[key]
         return self.lane_defaults
@@ -165,7 +251,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         raise LLMConfigError(f"{origin}: invalid TOML: {exc}") from exc
 

@@ -12,8 +12,10 @@ from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
 from .adapters.sql import SqlJobStore, make_engine
 from .config import Settings
+from .core.errors import ConfigurationError
 from .core.registry import Registry
 from .core.service import JobService
+from .llm_config import LLMConfig, LLMConfigError, load_llm_config
 
 
 @dataclass
@@ -38,8 +40,20 @@ class Container:
         return CeleryDispatcher(self.celery)
 
     @cached_property
+    def llm_config(self) -> LLMConfig:
+        """TIDEGATE_LLM_CONFIG over the shipped defaults; API and workers read the same."""
+        path = self.settings.llm_config
+        try:
+            return load_llm_config(str(path) if path else None)
+        except LLMConfigError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    @cached_property
     def service(self) -> JobService:
-        return JobService(self.store, self.dispatcher, self.registry)
+        from .jobs.common import LLM_CONFIG
+
+        return JobService(self.store, self.dispatcher, self.registry,
+                          validation_context={LLM_CONFIG: self.llm_config})
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -28,3 +28,37 @@ def test_postgresql_migrations_match_tables(pg_database: str) -> None:
     engine = make_engine(pg_database)
     assert _diff(engine) == []
     engine.dispose()
+
+
+def _insert_float_cost_job(engine: sa.Engine, job_id: str, cost: float) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO tg_jobs (id, tenant, type, status, priority, input, metadata, "
+            "max_attempts, checkpoint, created_at, updated_at, cost_usd) VALUES "
+            "(:id, 't', 'echo', 'succeeded', 'medium', '{}', '{}', 3, '{}', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :cost)"), {"id": job_id, "cost": cost})
+
+
+def _money_migrates(engine: sa.Engine) -> None:
+    upgrade(engine, "0002")
+    _insert_float_cost_job(engine, "j1", 0.000123456789)
+    _insert_float_cost_job(engine, "j2", 12.5)
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT id, cost_nano_usd FROM tg_jobs")).all())
+    assert rows == {"j1": 123_457, "j2": 12_500_000_000}
+
+
+def test_sqlite_money_becomes_exact_nano_dollars(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    _money_migrates(engine)
+    engine.dispose()
+
+
+def test_postgresql_money_becomes_exact_nano_dollars() -> None:
+    from tests.services import fresh_pg_database
+
+    with fresh_pg_database() as url:
+        engine = make_engine(url)
+        _money_migrates(engine)
+        engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -89,13 +90,14 @@ def test_progress_checkpoint_and_usage(store) -> None:
     claim(store, job)
     assert store.update_progress(job.id, attempt=1, progress=40, message="step 2",
                                  checkpoint={"market": "done"},
-                                 usage_delta=Usage(10, 20, 0.5))
+                                 usage_delta=Usage(10, 20, 500_000_001))
     assert store.update_progress(job.id, attempt=1, progress=-1, message="",
-                                 usage_delta=Usage(1, 2, 0.25))
+                                 usage_delta=Usage(1, 2, 250_000_000))
     got = store.get(job.id)
     assert (got.progress, got.message, got.checkpoint) == (40, "step 2", {"market": "done"})
     assert (got.usage.input_tokens, got.usage.output_tokens) == (11, 22)
-    assert got.usage.cost_usd == pytest.approx(0.75)
+    assert got.usage.cost_usd == Decimal("0.750000001")  # exact, to the nano-dollar
+    assert not got.usage.unpriced
     assert not store.update_progress(job.id, attempt=2, progress=50, message="stale")
 
 
@@ -205,3 +207,24 @@ def test_edges_outside_the_state_machine_are_refused(store) -> None:
     with pytest.raises(ValueError, match="no transition from running to running"):
         store.finish(job.id, attempt=0, status=Status.RUNNING, now=utcnow())
     assert store.get(job.id).status is Status.QUEUED  # nothing was written
+
+
+def test_late_usage_is_added_whatever_the_status(store) -> None:
+    """A call abandoned by cancel, shutdown or a lost lease is still billed: when it returns,
+    its usage is added to the job, finished or not, and shown apart as late."""
+    job, _ = store.create(make_job())
+    claim(store, job)
+    assert store.update_progress(job.id, attempt=1, progress=10, message="",
+                                 usage_delta=Usage(100, 10, 1_000))
+    assert store.finish(job.id, attempt=1, status=Status.CANCELLED, now=utcnow(),
+                        error_code="cancelled", error_message="cancelled on request")
+    assert store.add_late_usage(job.id, Usage(7, 3, 25))
+    assert store.add_late_usage(job.id, Usage(1, 1, 0, unpriced=True))
+    got = store.get(job.id)
+    assert got.status is Status.CANCELLED
+    assert (got.usage.input_tokens, got.usage.output_tokens, got.usage.cost_nanos) == (
+        108, 14, 1_025)
+    assert (got.late_usage.input_tokens, got.late_usage.output_tokens,
+            got.late_usage.cost_nanos) == (8, 4, 25)
+    assert got.usage.unpriced and got.usage.cost_usd is None  # never a false total
+    assert not store.add_late_usage("no-such-job", Usage(1, 1, 1))

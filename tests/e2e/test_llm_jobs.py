@@ -61,6 +61,12 @@ def test_every_job_type_succeeds_on_the_simulator(up: Up) -> None:
         lanes = {s["lane"].split(":")[0] for s in report["sections"].values()}
         assert lanes == {"openai", "anthropic", "gemini"}  # spread across providers
         assert done["startup_report"]["usage"]["cost_usd"] > 0
+        assert done["startup_report"]["usage"]["unpriced"] is False
+        assert done["startup_report"]["usage"]["late"] == {"input_tokens": 0,
+                                                           "output_tokens": 0, "cost_usd": 0.0}
+        refused = client.post("/v1/jobs", json={"type": "chat", "input": {
+            "message": "hi", "model": "openai:anything-i-like"}})
+        assert refused.status_code == 422 and "not allowed" in refused.text
         feedback = done["analyze_section"]["result"]["feedback"]
         assert set(feedback) == {"strengths", "issues", "suggestions"}
         emb = done["embeddings"]["result"]
@@ -113,6 +119,31 @@ def test_permanent_provider_error_fails_at_once(up: Up) -> None:
     assert again["status"] == "succeeded" and again["attempts"] == 1
 
 
+def test_cancel_cuts_off_a_hanging_provider_call(up: Up) -> None:
+    sim(up, "/_sim/reset", {})
+    sim(up, "/_sim/config", {**FAST_SIM, "hang_rate": 1.0, "hang_s": 120})
+    try:
+        with up.http() as client:
+            job_id = client.post("/v1/jobs", json={"type": "chat", "input": {
+                "message": "hello", "model": "fast"}}).json()["job_id"]
+            deadline = time.monotonic() + 30
+            while sim(up, "/_sim/stats")["total"]["hangs"] < 1:
+                assert time.monotonic() < deadline, "the call never reached the simulator"
+                time.sleep(0.1)
+            assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+            job = wait_job(client, job_id, 15)  # the heartbeat (0.5 s) carries the cancel
+            deadline = time.monotonic() + 5
+            while sim(up, "/_sim/stats")["total"]["hangs_disconnected"] < 1:
+                assert time.monotonic() < deadline, "the worker left the connection open"
+                time.sleep(0.1)
+            lane = next(x for x in client.get("/v1/limits").json()["lanes"]
+                        if x["lane"] == "openai:gpt-4o-mini")
+    finally:
+        sim(up, "/_sim/config", {**FAST_SIM, "hang_rate": 0.0})
+    assert job["status"] == "cancelled"
+    assert lane["in_flight"] == 0  # its reservation was freed, not left to expire
+
+
 def test_interrupted_report_resumes_without_repeating_sections(up: Up) -> None:
     # Slow calls, so that the worker can be killed half way through.
     sim(up, "/_sim/config", {**FAST_SIM, "latency_min_ms": 700, "latency_max_ms": 800})
@@ -149,7 +180,10 @@ def test_openai_base_url_sends_openai_calls_to_that_server(tmp_path: Path) -> No
 
     compatible_url, stop_compatible = run_in_thread(SimulatorConfig(
         latency_min_ms=10, latency_max_ms=20, per_token_ms=0))
-    up = start_up(tmp_path, {"OPENAI_BASE_URL": f"{compatible_url}/v1"})
+    llm = tmp_path / "llm.toml"  # the operator names the server's models
+    llm.write_text('[models]\nallow = ["openai:my-local-*"]\n')
+    up = start_up(tmp_path, {"OPENAI_BASE_URL": f"{compatible_url}/v1",
+                             "TIDEGATE_LLM_CONFIG": str(llm)})
     try:
         banner = up.log.read_text()
         assert "SIMULATED for anthropic, gemini" in banner  # openai is not simulated
@@ -160,6 +194,9 @@ def test_openai_base_url_sends_openai_calls_to_that_server(tmp_path: Path) -> No
         assert job["status"] == "succeeded", job["error"]
         assert job["result"]["simulated"] is False and job["result"]["lane"] == \
             "openai:my-local-model"
+        # A local model has no price: its cost is unknown, not zero.
+        assert job["usage"]["cost_usd"] is None and job["usage"]["unpriced"] is True
+        assert job["result"]["unpriced"] is True
         seen = httpx.get(compatible_url + "/_sim/stats", timeout=5).json()
         assert seen["total"]["requests"] == 1
         assert httpx.get(up.simulator_url + "/_sim/stats", timeout=5).json()[

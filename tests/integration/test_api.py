@@ -44,7 +44,9 @@ def test_submit_get_list_cancel(api) -> None:
     job_id = body["job_id"]
     job = client.get(f"/v1/jobs/{job_id}", headers=a).json()
     assert job["type"] == "echo" and job["progress"] == 0 and job["error"] is None
-    assert job["usage"] == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    assert job["usage"] == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
+                            "unpriced": False, "late": {"input_tokens": 0, "output_tokens": 0,
+                                                        "cost_usd": 0.0}}
     listed = client.get("/v1/jobs", params={"status": "queued"}, headers=a).json()
     assert [j["job_id"] for j in listed["jobs"]] == [job_id] and listed["next_cursor"] is None
     assert client.get("/status/" + job_id, headers=a).json()["state"] == "PENDING"

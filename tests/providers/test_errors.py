@@ -144,3 +144,29 @@ def test_translate_errors_chains_the_original() -> None:
     with pytest.raises(PermanentError) as info, translate_errors("openai"):
         raise original
     assert info.value.__cause__ is original
+
+
+@pytest.mark.parametrize("exc", [
+    ValueError("invalid model parameter."),  # google-genai, for a model with ../ or ?
+    httpx2.InvalidURL("Invalid non-printable ASCII character in URL"),
+    httpx.InvalidURL("Invalid non-printable ASCII character in URL"),
+    httpx2.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol."),
+])
+def test_a_request_that_cannot_be_built_is_permanent(exc: Exception) -> None:
+    mapped = classify(exc, "gemini")
+    assert isinstance(mapped, PermanentError) and not mapped.retryable
+    assert mapped.code == "invalid_request"
+
+
+def test_malformed_bodies_stay_transient_although_they_are_value_errors() -> None:
+    assert isinstance(classify(json.JSONDecodeError("x", "doc", 0), "openai"), TransientError)
+
+
+def test_an_unbuildable_url_wrapped_by_the_sdk_is_permanent() -> None:
+    try:
+        try:
+            raise httpx2.InvalidURL("Invalid non-printable ASCII character in URL")
+        except httpx2.InvalidURL as cause:
+            raise openai.APIConnectionError(request=REQ) from cause
+    except openai.APIConnectionError as exc:
+        assert isinstance(classify(exc, "openai"), PermanentError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -31,19 +32,15 @@ def test_shipped_defaults() -> None:
 
 def test_costs() -> None:
     cfg = load_llm_config(None)
-    assert cfg.cost_usd("openai", "gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(0.75)
-    assert cfg.cost_usd("anthropic", "claude-3-5-haiku-latest", 1000, 500) == pytest.approx(
-        (1000 * 0.80 + 500 * 4.00) / 1e6)
-    assert cfg.cost_usd("openai", "my-finetune", 10**6, 10**6) == 0.0
+    assert cfg.cost_usd("openai", "gpt-4o-mini", 1_000_000, 1_000_000) == Decimal("0.75")
+    assert cfg.cost_usd("anthropic", "claude-3-5-haiku-latest", 1000, 500) == Decimal(
+        "0.0028")  # (1000 * 0.80 + 500 * 4.00) / 1e6
 
 
 def test_lane_limits_lookup_order(tmp_path: Path) -> None:
     cfg = load_llm_config(_write(tmp_path, """
 [lanes."openai:gpt-4o"]
 rpm = 30
-[lanes."openai:gpt-4o@team-b"]
-rpm = 5
-concurrency = 1
 [lanes."openai:*"]
 rpm = 500
 [lanes."anthropic:*"]
@@ -51,8 +48,6 @@ input_tpm = 50000
 output_tpm = 10000
 """))
     assert cfg.lane_limits("openai:gpt-4o").rpm == 30
-    assert cfg.lane_limits("openai:gpt-4o@team-a").rpm == 30  # account falls back to the model
-    assert cfg.lane_limits("openai:gpt-4o@team-b").concurrency == 1
     assert cfg.lane_limits("openai:gpt-4o-mini").rpm == 500  # provider pattern
     anth = cfg.lane_limits("anthropic:claude-3-5-haiku-latest")
     assert (anth.input_tpm, anth.output_tpm) == (50000, 10000)
@@ -71,14 +66,14 @@ input = 3.0
 output = 12.0
 
 [jobs.chat]
-fallbacks = ["house", "openai:gpt-4o@backup"]
+fallbacks = ["house", "openai:gpt-4o"]
 """))
     assert cfg.resolve("fast") == ("gemini", "gemini-2.0-flash")
     assert cfg.resolve("house") == ("gemini", "gemini-2.0-flash")  # aliases may chain
     assert cfg.resolve("smart") == ("openai", "gpt-4o")  # untouched defaults stay
-    assert cfg.cost_usd("openai", "my-finetune", 10**6, 0) == 3.0
+    assert cfg.cost_usd("openai", "my-finetune", 10**6, 0) == 3
     assert cfg.default_model("chat").startswith("anthropic:")  # tables merge key by key
-    assert cfg.fallbacks("chat") == ["gemini:gemini-2.0-flash", "openai:gpt-4o@backup"]
+    assert cfg.fallbacks("chat") == ["gemini:gemini-2.0-flash", "openai:gpt-4o"]
 
 
 def test_fallbacks_skip_the_failed_lane() -> None:
@@ -118,6 +113,77 @@ def test_resolve_errors() -> None:
         cfg.resolve("gpt-4o")
     with pytest.raises(LLMConfigError, match="unknown provider"):
         cfg.resolve("azure:gpt-4o")
-    assert parse_lane("openai:gpt-4o@acct") == ("openai", "gpt-4o", "acct")
+    assert parse_lane("openai:ft:gpt-4o-mini:org::abc1") == ("openai", "ft:gpt-4o-mini:org::abc1")
+    with pytest.raises(LLMConfigError, match="accounts"):
+        parse_lane("openai:gpt-4o@acct")
     with pytest.raises(LLMConfigError):
         parse_lane("openai:")
+
+
+# -- models a tenant may ask for ----------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", [
+    "nosuchalias", "openai:", ":gpt-4o", "nosuchprovider:x", "openai:../x", "openai:x/../../y",
+    "gemini:a?b", "gemini:a#b", "openai:a\r\nb", "openai:a b", "openai:gpt-4o@acct", "",
+])
+def test_invalid_models_are_refused(spec: str) -> None:
+    cfg = load_llm_config(None)
+    with pytest.raises(LLMConfigError):
+        cfg.check_model(spec)
+
+
+def test_only_operator_configured_models_are_allowed(tmp_path: Path) -> None:
+    cfg = load_llm_config(None)
+    assert cfg.check_model("fast") == "openai:gpt-4o-mini"  # an alias
+    assert cfg.check_model("gemini:gemini-2.5-pro") == "gemini:gemini-2.5-pro"  # priced
+    with pytest.raises(LLMConfigError, match="not allowed") as info:
+        cfg.check_model("openai:made-up-model-1")  # well-formed, but nobody configured it
+    assert "openai:gpt-4o-mini" in str(info.value) and "fast" in str(info.value)
+    cfg = load_llm_config(_write(tmp_path, '[models]\nallow = ["openai:gpt-4o-*", '
+                                           '"openai:my-local-model"]\n'))
+    assert cfg.check_model("openai:gpt-4o-2024-08-06") == "openai:gpt-4o-2024-08-06"
+    assert cfg.check_model("openai:my-local-model") == "openai:my-local-model"
+    with pytest.raises(LLMConfigError, match="openai:gpt-4o-\\*"):
+        cfg.check_model("openai:gpt-5")
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ('[aliases]\nteam = "openai:gpt-4o@team-b"', "accounts"),
+    ('[lanes."openai:gpt-4o@team-b"]\nrpm = 5', "accounts"),
+    ('[jobs.chat]\nfallbacks = ["openai:gpt-4o@backup"]', "accounts"),
+    ('[models]\nallow = ["mistral:*"]', "unknown provider"),
+    ('[models]\nallow = ["openai:a?b"]', "invalid model"),
+])
+def test_account_lanes_and_bad_patterns_fail_at_load(tmp_path: Path, text: str,
+                                                     match: str) -> None:
+    with pytest.raises(LLMConfigError, match=match):
+        load_llm_config(_write(tmp_path, text))
+
+
+# -- money --------------------------------------------------------------------------------------
+
+def test_costs_are_exact_decimals() -> None:
+    cfg = load_llm_config(None)
+    cost = cfg.cost_usd("openai", "gpt-4o-mini", 1, 1)
+    assert isinstance(cost, Decimal) and cost == Decimal("0.00000075")
+    total = sum((cfg.cost_usd("openai", "gpt-4o-mini", 1, 1) for _ in range(10**4)), Decimal(0))
+    assert total == Decimal("0.0075")  # no float drift
+
+
+@pytest.mark.parametrize(("model", "family"), [
+    ("gpt-4o-2024-08-06", "gpt-4o"),
+    ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+    ("claude-3-5-haiku-20241022", "claude-3-5-haiku-latest"),
+    ("gemini-2.0-flash-001", "gemini-2.0-flash"),
+])
+def test_dated_ids_cost_their_family_price(model: str, family: str) -> None:
+    cfg = load_llm_config(None)
+    provider = {"gpt": "openai", "cla": "anthropic", "gem": "gemini"}[model[:3]]
+    assert cfg.cost_usd(provider, model, 10**6, 10**6) == cfg.cost_usd(provider, family,
+                                                                         10**6, 10**6) > 0
+
+
+def test_unpriced_models_cost_none_not_zero() -> None:
+    cfg = load_llm_config(None)
+    assert cfg.cost_usd("openai", "my-finetune", 10**6, 10**6) is None
+    assert cfg.cost_usd("gemini", "text-embedding-004", 10**6, 0) == 0  # priced at zero: free

@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from tidegate.core.context import JobContext
-from tidegate.core.errors import JobCancelled, JobFailed, RetryLater
+from tidegate.core.errors import JobCancelled, JobFailed, LeaseLost, RetryLater, WorkerStopping
 from tidegate.core.limits import InMemoryLimiter, LimiterPolicy
 from tidegate.core.llm import (
     ContextTooLong,
@@ -175,3 +176,62 @@ def test_unknown_model_is_a_clear_failure(setup) -> None:
     with pytest.raises(JobFailed) as info:
         ask(context(), model="nope")
     assert info.value.code == "invalid_model" and "unknown model" in info.value.message
+
+
+@pytest.mark.parametrize(("event", "raised"), [
+    ("cancel_event", JobCancelled), ("lease_lost", LeaseLost), ("stopping", WorkerStopping)])
+def test_an_abandoned_call_that_returns_is_added_to_the_job_late(setup, event, raised) -> None:
+    """Cancel, a lost lease (also how the time limit ends an attempt) or a shutdown stops the
+    job waiting; the provider still bills a call that answers anyway (a fake provider cannot
+    be cut off), so its usage lands on the job when it returns."""
+    gateway, limiter, openai, _, context, store = setup
+    openai.delay_s = 0.8
+    ctx = context()
+    threading.Timer(0.1, getattr(ctx, event).set).start()
+    with pytest.raises(raised):
+        ask(ctx)
+    assert limiter.snapshot("openai:m1").in_flight == 0  # freed at once, not on return
+    assert store.get(ctx.job_id).usage.input_tokens == 0
+    deadline = time.monotonic() + 5
+    while store.get(ctx.job_id).late_usage.input_tokens == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = store.get(ctx.job_id)
+    assert (job.late_usage.input_tokens, job.late_usage.output_tokens) == (10, 20)
+    assert (job.usage.input_tokens, job.usage.output_tokens) == (10, 20)  # totals include it
+    assert job.usage.unpriced  # openai:m1 has no price in the settings
+
+
+def test_a_model_without_a_price_is_unpriced_not_free(setup) -> None:
+    _, _, _, _, context, _ = setup
+    ctx = context()
+    _, rec = ask(ctx)
+    assert rec.unpriced and rec.cost_usd is None and rec.to_dict()["cost_usd"] is None
+    assert ctx.usage.unpriced and ctx.usage.cost_usd is None
+
+
+def test_a_dated_snapshot_costs_its_family_price(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "llm.toml"
+    cfg_file.write_text('[models]\nallow = ["openai:gpt-4o-2024-*"]\n')
+    providers = Providers()
+    providers.add(Fake("openai"))
+    gateway = LLMGateway(providers, InMemoryLimiter(time.time), load_llm_config(str(cfg_file)))
+    store = InMemoryJobStore()
+    now = utcnow()
+    job, _ = store.create(Job(id=new_job_id(), tenant="t", type="t", priority=Priority.HIGH,
+                              input={}))
+    store.claim(job.id, owner="w", lease_until=now + timedelta(seconds=30), now=now)
+    ctx = JobContext(job_id=job.id, tenant="t", job_type="t", attempt=1, max_attempts=3,
+                     input=Nothing(), store=store, checkpoint={}, services={"llm": gateway})
+    _, rec = ask(ctx, model="openai:gpt-4o-2024-08-06")
+    # 10 in, 20 out at gpt-4o's $2.50 / $10.00 per million: exactly $0.000225.
+    assert not rec.unpriced and rec.cost_nanos == 225_000 and rec.cost_usd == 0.000225
+    assert ctx.usage.cost_usd == Decimal("0.000225")
+    gateway.close()
+
+
+def test_a_model_the_operator_did_not_allow_fails_at_once(setup) -> None:
+    _, _, openai, _, context, _ = setup
+    with pytest.raises(JobFailed) as info:
+        ask(context(), model="openai:made-up")
+    assert info.value.code == "invalid_model" and "not allowed" in info.value.message
+    assert openai.calls == []

@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     base = build_container(settings)
     container = ApiContainer(settings=base.settings, registry=base.registry)
+    _ = container.llm_config  # load it now: a bad LLM settings file stops the API at start-up
     if settings.auth == "off":
         log.warning("TIDEGATE_AUTH=off: every request is accepted as tenant 'local'")
 

@@ -19,10 +19,32 @@ class JobCreate(BaseModel):
     metadata: dict[str, Any] | None = Field(default=None, description="echoed back, not used")
 
 
+class LateUsagePublic(BaseModel):
+    """Calls that returned after the job stopped waiting for them (cancel, shutdown, time
+    limit, lost lease): the provider billed them, so they are in the totals too."""
+
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+
+
 class UsagePublic(BaseModel):
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: float | None = Field(description="USD, to the nano-dollar; null when a model "
+                                   "used has no price in the settings (`unpriced`)")
+    unpriced: bool = False
+    late: LateUsagePublic
+
+    @classmethod
+    def of(cls, job: Job) -> UsagePublic:
+        u, late = job.usage, job.late_usage
+        return cls(input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                   cost_usd=u.public_cost_usd(), unpriced=u.unpriced,
+                   late=LateUsagePublic(input_tokens=late.input_tokens,
+                                        output_tokens=late.output_tokens,
+                                        cost_usd=None if u.unpriced
+                                        else late.public_cost_usd()))
 
 
 class ErrorPublic(BaseModel):
@@ -63,9 +85,7 @@ class JobPublic(BaseModel):
             progress=job.progress, message=job.message, result=job.result,
             error=ErrorPublic(**job.error) if job.error else None, attempts=job.attempts,
             max_attempts=job.max_attempts,
-            usage=UsagePublic(input_tokens=job.usage.input_tokens,
-                              output_tokens=job.usage.output_tokens,
-                              cost_usd=round(job.usage.cost_usd, 6)),
+            usage=UsagePublic.of(job),
             metadata=job.metadata, cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
 

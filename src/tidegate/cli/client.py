@@ -63,8 +63,10 @@ def _print_result(job: dict[str, Any]) -> None:
         console.print_json(json.dumps(result))
     usage = job.get("usage") or {}
     if usage.get("input_tokens") or usage.get("output_tokens"):
+        cost = usage.get("cost_usd")
         console.print(f"usage: {usage['input_tokens']} in / {usage['output_tokens']} out "
-                      f"tokens, ${usage['cost_usd']:.4f}")
+                      f"tokens, " + ("cost unknown (a model has no price)" if cost is None
+                                    else f"${cost:.4f}"))
 
 
 def _wait(api: Api, job_id: str, timeout_s: float | None) -> dict[str, Any]:

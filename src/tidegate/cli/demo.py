@@ -56,10 +56,12 @@ def demo(count: Annotated[int, typer.Option(help="how many reports to submit")] 
     states = Counter(j["status"] for j in jobs.values())
     tokens_in = sum(j["usage"]["input_tokens"] for j in jobs.values())
     tokens_out = sum(j["usage"]["output_tokens"] for j in jobs.values())
-    cost = sum(j["usage"]["cost_usd"] for j in jobs.values())
+    costs = [j["usage"].get("cost_usd") for j in jobs.values()]
+    cost_text = ("cost unknown (a model has no price)" if None in costs
+                 else f"${sum(c for c in costs if c is not None):.4f}")
     console.print(f"\n[bold]{states['succeeded']}[/] succeeded, [bold]{states['failed']}[/] "
                   f"failed, {states['cancelled']} cancelled, in {elapsed:.1f}s; "
-                  f"{tokens_in:,} input + {tokens_out:,} output tokens, ${cost:.4f}")
+                  f"{tokens_in:,} input + {tokens_out:,} output tokens, {cost_text}")
     for job in jobs.values():
         if job["status"] == "failed":
             console.print(f"  [red]{job['job_id']}[/]: {job['error']['code']}: "

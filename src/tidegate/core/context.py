@@ -80,6 +80,11 @@ class JobContext(Generic[T]):
             self.usage = self.usage.add(usage)
             self._unflushed = self._unflushed.add(usage)
 
+    def add_late_usage(self, usage: Usage) -> None:
+        """Usage of a call that returned after the job stopped waiting for it (the provider
+        bills it all the same): written straight to the row, whatever its status."""
+        self._store.add_late_usage(self.job_id, usage)
+
     def take_unflushed_usage(self) -> Usage:
         with self._lock:
             delta, self._unflushed = self._unflushed, Usage()

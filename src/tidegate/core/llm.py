@@ -113,3 +113,9 @@ class PermanentError(ProviderError):
     """Bad request, authentication, permission, unknown model: fail the job at once."""
 
     code = "provider_rejected"
+
+
+class InvalidRequest(PermanentError):
+    """The request could not even be built (a model name that makes a bad URL, say)."""
+
+    code = "invalid_request"

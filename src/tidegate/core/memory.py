@@ -259,6 +259,15 @@ class InMemoryJobStore:
     def ping(self) -> None:
         return None
 
+    def add_late_usage(self, job_id: str, usage: Usage) -> bool:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return False
+            job.usage = job.usage.add(usage)
+            job.late_usage = job.late_usage.add(usage)
+            return True
+
 
 class InMemoryDispatcher:
     """Records sends; ``down`` simulates a broker outage."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from .statuses import Priority, Status
@@ -18,18 +19,47 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+NANOS_PER_USD = 1_000_000_000
+
+
+def usd_to_nanos(usd: Decimal) -> int:
+    """Whole nano-dollars (1e-9 USD), the unit money is summed and stored in: exact integers."""
+    return int((usd * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
 @dataclass(slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_nanos: int = 0  # USD x 1e9, exact
+    # Some call's model had no price: ``cost_nanos`` is not the whole cost, so none is shown.
+    unpriced: bool = False
+
+    @classmethod
+    def of(cls, input_tokens: int, output_tokens: int, cost_usd: Decimal | None) -> Usage:
+        """One call's usage; ``cost_usd`` None means its model has no price."""
+        return cls(input_tokens, output_tokens,
+                   0 if cost_usd is None else usd_to_nanos(cost_usd), cost_usd is None)
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """The exact cost in USD, or None when part of it is unknown (never a false zero)."""
+        return None if self.unpriced else Decimal(self.cost_nanos).scaleb(-9)
+
+    def public_cost_usd(self) -> float | None:
+        """For JSON: a number rounded to the nano-dollar, or None when unpriced."""
+        return None if self.unpriced else round(self.cost_nanos / NANOS_PER_USD, 9)
 
     def add(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
-            round(self.cost_usd + other.cost_usd, 8),
+            self.cost_nanos + other.cost_nanos,
+            self.unpriced or other.unpriced,
         )
+
+    def __bool__(self) -> bool:
+        return bool(self.input_tokens or self.output_tokens or self.cost_nanos or self.unpriced)
 
 
 @dataclass(slots=True)
@@ -60,6 +90,9 @@ class Job:
     updated_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # The part of ``usage`` from calls that returned after the job had stopped waiting for
+    # them (cancel, shutdown, time limit, lost lease): billed all the same.
+    late_usage: Usage = field(default_factory=Usage)
 
     @property
     def error(self) -> dict[str, str] | None:

@@ -80,6 +80,11 @@ class JobStore(Protocol):
 
     def ping(self) -> None: ...
 
+    def add_late_usage(self, job_id: str, usage: Usage) -> bool:
+        """Add an abandoned call's usage, whatever the job's status (the provider billed it):
+        to the totals and to ``late_usage``. ``False`` if there is no such job."""
+        ...
+
 
 class Dispatcher(Protocol):
     """Hands a job id to the broker queue. Raises :class:`~.errors.Unavailable` when it cannot."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +26,10 @@ class JobType:
     max_attempts: int = 3
     description: str = ""
 
-    def validate(self, data: Any) -> BaseModel:
+    def validate(self, data: Any, context: Mapping[str, Any] | None = None) -> BaseModel:
+        """``context`` reaches the input model's validators (e.g. the loaded LLM settings)."""
         try:
-            return self.input_model.model_validate(data)
+            return self.input_model.model_validate(data, context=dict(context or {}))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "input"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,11 +20,14 @@ MAX_IDEMPOTENCY_KEY = 200
 
 class JobService:
     def __init__(self, store: JobStore, dispatcher: Dispatcher, registry: Registry, *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 validation_context: Mapping[str, Any] | None = None) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.registry = registry
         self.clock = clock
+        # Handed to input validation: what a job may ask for depends on the settings.
+        self.validation_context = dict(validation_context or {})
 
     def submit(self, *, tenant: str, type: str, input: Any, priority: str | None = None,
                metadata: dict[str, Any] | None = None,
@@ -35,7 +38,7 @@ class JobService:
         queued and undispatched, and the sweep sends it when the broker is back.
         """
         job_type = self.registry.get(type)
-        validated = job_type.validate(input)
+        validated = job_type.validate(input, self.validation_context)
         if priority is not None:
             try:
                 prio = Priority(priority)

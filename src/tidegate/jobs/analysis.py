@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..core.context import JobContext
 from ..core.errors import JobFailed
 from ..core.registry import registry
-from .common import ModelField, summarize_calls
+from .common import ModelField, ModelSpec, summarize_calls
 
 
 class AnalysisInput(BaseModel):
@@ -18,7 +18,7 @@ class AnalysisInput(BaseModel):
 
     section: str = Field(min_length=1, max_length=200, description="the section's title")
     content: str = Field(min_length=1, max_length=200_000)
-    model: str | None = ModelField
+    model: ModelSpec = ModelField
 
 
 class Feedback(BaseModel):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.context import JobContext
 from ..core.registry import registry
-from .common import ModelField
+from .common import ModelField, ModelSpec
 
 CONVERSATION_TTL_S = 7 * 24 * 3600
 MAX_HISTORY_TURNS = 20
@@ -29,7 +29,7 @@ class ChatInput(BaseModel):
     conversation_id: str | None = Field(default=None, min_length=1, max_length=100,
                                         pattern=r"^[A-Za-z0-9_.:-]+$",
                                         description="with `message`: continue this conversation")
-    model: str | None = ModelField
+    model: ModelSpec = ModelField
     max_output_tokens: int = Field(default=512, ge=1, le=8192)
     temperature: float | None = Field(default=None, ge=0, le=2)
 
@@ -83,6 +83,4 @@ def chat(ctx: JobContext[ChatInput]) -> dict[str, Any]:
                                  temperature=inp.temperature, step="reply")
     _remember(ctx, resp.text)
     return {"reply": resp.text, "conversation_id": inp.conversation_id,
-            **rec.to_dict(), "usage": {"input_tokens": rec.input_tokens,
-                                       "output_tokens": rec.output_tokens,
-                                       "cost_usd": round(rec.cost_usd, 6)}}
+            **rec.to_dict(), "usage": rec.usage()}

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.context import JobContext
 from ..core.registry import registry
-from .common import ModelField, summarize_calls
+from .common import ModelField, ModelSpec, summarize_calls
 
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("market", "Market", "the market: its size, growth, customers and timing"),
@@ -35,7 +35,7 @@ class ReportInput(BaseModel):
     startup: str = Field(min_length=1, max_length=500, description="the company to research")
     focus: str | None = Field(default=None, max_length=2000,
                               description="what the memo should pay most attention to")
-    model: str | None = ModelField
+    model: ModelSpec = ModelField
 
 
 def _section_prompt(inp: ReportInput, about: str) -> str:

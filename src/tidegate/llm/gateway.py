@@ -6,10 +6,12 @@ For every call a handler makes (``ctx.llm.complete(...)``):
 2. ask the shared limiter for a reservation (requests, input/output tokens, concurrency),
    estimating tokens up front; a short wait is slept in place, a long one gives the worker
    slot back (:class:`RetryLater`, not counted as an attempt);
-3. call the provider through its SDK in a helper thread, so that cancellation or a worker
-   shutdown abandons the call within a fraction of a second;
+3. call the provider through its SDK in a helper thread, so that cancellation, a worker
+   shutdown, a lost lease or the time limit stops waiting within a fraction of a second, cuts
+   the HTTP request off (it stops being generated and billed) and frees the reservation;
 4. settle the reservation against the real usage, learn from the rate-limit headers, add
-   usage and cost to the job;
+   usage and cost to the job (exact, in nano-dollars; ``unpriced`` for a model without a
+   price). A cut-off call that returned anyway is added to the job late: the provider bills it;
 5. on a 429 pause the lane for everybody and try again (not a failed attempt); on a transient
    error move to the next lane of the fallback chain, or retry the job later with backoff; on
    a permanent error fail the job at once with a clear code.
@@ -41,7 +43,7 @@ from ..core.llm import (
 )
 from ..core.models import Usage
 from ..llm_config import LLMConfig, LLMConfigError
-from ..providers import Providers
+from ..providers import Providers, abort
 from ..providers.tokens import estimate_messages_tokens, estimate_tokens
 from . import metrics
 
@@ -70,15 +72,24 @@ class CallRecord:
     model: str
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_nanos: int  # exact, USD x 1e9
     latency_s: float
     simulated: bool
     lanes_tried: list[str] = field(default_factory=list)
+    unpriced: bool = False  # the model has no price: the cost is unknown, not zero
+
+    @property
+    def cost_usd(self) -> float | None:
+        """For JSON: the cost to the nano-dollar, or None when the model has no price."""
+        return None if self.unpriced else Usage(cost_nanos=self.cost_nanos).public_cost_usd()
+
+    def usage(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost_usd": self.cost_usd, "unpriced": self.unpriced}
 
     def to_dict(self) -> dict[str, Any]:
         return {"lane": self.lane, "model": f"{self.provider}:{self.model}",
-                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cost_usd": round(self.cost_usd, 6), "latency_s": round(self.latency_s, 3),
+                **self.usage(), "latency_s": round(self.latency_s, 3),
                 "simulated": self.simulated,
                 **({"lanes_tried": self.lanes_tried} if len(self.lanes_tried) > 1 else {})}
 
@@ -109,8 +120,9 @@ class LLMGateway:
 
     # -- lanes ------------------------------------------------------------------------------
     def lane_of(self, spec: str) -> str:
+        """The lane for a model spec; a job accepted under other settings fails clearly."""
         try:
-            return self.config.lane(spec)
+            return self.config.check_model(spec)
         except LLMConfigError as exc:
             raise JobFailed("invalid_model", str(exc)) from None
 
@@ -127,6 +139,12 @@ class LLMGateway:
                 self.limiter.configure(lane, limits)
                 self._configured[lane] = limits
             return self._configured[lane]
+
+    def usage_of(self, lane: str, input_tokens: int, output_tokens: int) -> Usage:
+        """One call's usage, priced from the settings (``unpriced`` if the model has none)."""
+        provider, _, model = lane.partition(":")
+        return Usage.of(input_tokens, output_tokens,
+                        self.config.cost_usd(provider, model, input_tokens, output_tokens))
 
     def chain(self, job_type: str, first: str, *, explicit: bool) -> list[str]:
         """The lanes to try: the one asked for, then the job type's fallbacks (unless the
@@ -161,7 +179,7 @@ class JobLLM:
         def call(lane: str) -> LLMResponse:
             provider_name, _, model_name = lane.partition(":")
             provider = self.gw.providers.get(provider_name)
-            req = LLMRequest(model=model_name.partition("@")[0], messages=msgs,
+            req = LLMRequest(model=model_name, messages=msgs,
                              max_output_tokens=max_output_tokens, temperature=temperature,
                              timeout_s=timeout_s, json_output=json_output)
             return provider.complete(req)
@@ -186,7 +204,7 @@ class JobLLM:
             def call(lane: str, batch: list[str] = batch) -> EmbeddingResponse:
                 provider_name, _, model_name = lane.partition(":")
                 return self.gw.providers.embedder(provider_name).embed(
-                    batch, model_name.partition("@")[0], timeout_s)
+                    batch, model_name, timeout_s)
 
             resp, record = self._admitted_call(
                 first, explicit=True, step=f"{step}-{i // size}",
@@ -197,7 +215,8 @@ class JobLLM:
                 total = record
             else:
                 total.input_tokens += record.input_tokens
-                total.cost_usd += record.cost_usd
+                total.cost_nanos += record.cost_nanos
+                total.unpriced = total.unpriced or record.unpriced
                 total.latency_s += record.latency_s
             self.ctx.progress(min(99, 100 * (i + len(batch)) / max(1, len(texts))),
                               f"Embedded {i + len(batch)}/{len(texts)} texts")
@@ -263,19 +282,20 @@ class JobLLM:
                 metrics.provider_calls.labels(lane=lane, outcome="permanent").inc()
                 raise JobFailed(exc.code, f"{lane}: {exc.message}") from None
             except (JobCancelled, LeaseLost, WorkerStopping):
-                raise  # the abandoned call settles its reservation when it returns
+                raise  # _call_abandonable cut the call off and freed its reservation
             except Exception:
                 gw.limiter.release(lane, adm.reservation_id)
                 raise
             metrics.provider_calls.labels(lane=lane, outcome="ok").inc()
             in_tok, out_tok = usage(result)
             provider_name, _, model_name = lane.partition(":")
-            cost = gw.config.cost_usd(provider_name, model_name, in_tok, out_tok)
-            ctx.add_usage(Usage(in_tok, out_tok, cost))
+            spent = gw.usage_of(lane, in_tok, out_tok)
+            ctx.add_usage(spent)
             metrics.tokens.labels(lane=lane, kind="input").inc(in_tok)
             metrics.tokens.labels(lane=lane, kind="output").inc(out_tok)
             record = CallRecord(lane=lane, provider=provider_name, model=model_name,
-                                input_tokens=in_tok, output_tokens=out_tok, cost_usd=cost,
+                                input_tokens=in_tok, output_tokens=out_tok,
+                                cost_nanos=spent.cost_nanos, unpriced=spent.unpriced,
                                 latency_s=latency,
                                 simulated=bool(getattr(result, "simulated", False)),
                                 lanes_tried=tried)
@@ -291,19 +311,27 @@ class JobLLM:
                          error_message=f"lane {lane} is at its {adm.reason} limit")
 
     def _call_abandonable(self, lane: str, rid: str, fn: Callable[[], T]) -> tuple[T, float]:
-        """Run the provider call in a helper thread; cancellation abandons it at once (its
-        reservation is settled or released when it eventually returns)."""
+        """Run the provider call in a helper thread. When the job stops waiting for it
+        (cancel, shutdown, lost lease, time limit), cut the HTTP request off and free the
+        reservation at once; should the call return anyway, its usage is added late."""
         gw, ctx = self.gw, self.ctx
         started = time.monotonic()
-        future: Future[T] = gw._pool.submit(fn)
-        while True:
-            try:
-                result = future.result(timeout=gw.policy.poll_s)
-                break
-            except TimeoutError:
-                if ctx.interrupted:
-                    future.add_done_callback(lambda f: _settle_late(gw.limiter, lane, rid, f))
-                    ctx.check()
+        handle = abort.CallHandle()
+        future: Future[T] = gw._pool.submit(abort.run, handle, fn)
+        try:
+            while True:
+                try:
+                    result = future.result(timeout=gw.policy.poll_s)
+                    break
+                except TimeoutError:
+                    if future.done():  # the call itself raised TimeoutError
+                        raise
+                    if ctx.interrupted:
+                        ctx.check()
+        except BaseException as exc:
+            if not (future.done() and not future.cancelled() and future.exception() is exc):
+                self._abandon(lane, rid, handle, future)  # we stopped waiting, not the call
+            raise
         latency = time.monotonic() - started
         in_tok, out_tok = _usage_of(result)
         gw.limiter.settle(lane, rid, input_tokens=in_tok, output_tokens=out_tok)
@@ -313,17 +341,33 @@ class JobLLM:
             gw.limiter.observe(lane, info, age_s=latency)
         return result, latency
 
+    def _abandon(self, lane: str, rid: str, handle: abort.CallHandle,
+                 future: Future[Any]) -> None:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self._late(lane, rid, future)  # it answered just as we gave up: billed
+            return
+        future.cancel()  # not started yet: never sent
+        handle.abort()  # in flight: cut off, so it stops being generated and billed
+        self.gw.limiter.release(lane, rid)  # its quota is free for others now
+        future.add_done_callback(functools.partial(self._late, lane, rid))
+
+    def _late(self, lane: str, rid: str, future: Future[Any]) -> None:
+        """An abandoned call returned: if it produced an answer, the provider bills it, so
+        its usage goes on the job (whatever its status now) and on the lane."""
+        try:
+            if future.cancelled() or future.exception() is not None:
+                self.gw.limiter.release(lane, rid)  # a no-op when released already
+                return
+            in_tok, out_tok = _usage_of(future.result())
+            self.gw.limiter.settle(lane, rid, input_tokens=in_tok, output_tokens=out_tok)
+            spent = self.gw.usage_of(lane, in_tok, out_tok)
+            self.ctx.add_late_usage(spent)
+            log.info("job %s: an abandoned call on %s returned late: %d+%d tokens",
+                     self.ctx.job_id, lane, in_tok, out_tok)
+        except Exception:  # best effort: the reservation's TTL frees it anyway
+            log.warning("job %s: recording a late call on %s failed", self.ctx.job_id, lane,
+                        exc_info=True)
+
 
 def _usage_of(result: Any) -> tuple[int, int]:
     return int(getattr(result, "input_tokens", 0)), int(getattr(result, "output_tokens", 0))
-
-
-def _settle_late(limiter: Limiter, lane: str, rid: str, future: Future[Any]) -> None:
-    try:
-        if future.exception() is None:
-            i, o = _usage_of(future.result())
-            limiter.settle(lane, rid, input_tokens=i, output_tokens=o)
-        else:
-            limiter.release(lane, rid)
-    except Exception:  # best effort: the reservation's TTL frees it anyway
-        log.debug("late settle of %s on %s failed", rid, lane, exc_info=True)

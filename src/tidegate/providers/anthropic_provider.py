@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 
 from tidegate.core.llm import LLMRequest, LLMResponse, RateLimitInfo
+from tidegate.providers import abort
 from tidegate.providers.base import TextStream, split_system
 from tidegate.providers.errors import malformed, translate_errors
 from tidegate.providers.headers import parse_rate_limit_headers
@@ -29,8 +30,12 @@ class AnthropicProvider:
         extra: dict[str, Any] = {}
         if "open_telemetry" in inspect.signature(anthropic.Anthropic.__init__).parameters:
             extra["open_telemetry"] = False
-        self._client = client or anthropic.Anthropic(api_key=api_key, base_url=base_url,
-                                                     max_retries=0, **extra)
+        if client is None:
+            http = anthropic.DefaultHttpxClient()  # the SDK's own defaults
+            abort.install(http)  # so that a cancelled job's call is cut off, not left to run
+            client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0,
+                                         http_client=http, **extra)
+        self._client = client
 
     def _params(self, req: LLMRequest) -> dict[str, Any]:
         system, turns = split_system(req)

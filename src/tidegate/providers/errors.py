@@ -5,7 +5,9 @@ Retry and rate-limit policy upstream depends only on the four classes from ``tid
 * :class:`RateLimited`: 429 (``retry_after_s`` from the headers or the body's RetryInfo)
 * :class:`TransientError`: 5xx, 529, 408, timeouts, connection errors, undecodable bodies
 * :class:`ContextTooLong`: a 400/413 whose message says the prompt does not fit
-* :class:`PermanentError`: every other 4xx (bad request, auth, permission, unknown model)
+* :class:`PermanentError`: every other 4xx (bad request, auth, permission, unknown model), and
+  :class:`InvalidRequest` for a request the SDK could not build (a bad URL, a ``ValueError``):
+  sending it again builds the same bad request
 
 Messages carry the vendor's explanation but never request content (prompts are data).
 """
@@ -26,6 +28,7 @@ from google.genai import errors as genai_errors
 
 from tidegate.core.llm import (
     ContextTooLong,
+    InvalidRequest,
     PermanentError,
     ProviderError,
     RateLimited,
@@ -56,6 +59,9 @@ _TIMEOUTS: tuple[type[BaseException], ...] = (
     *(m.TimeoutException for m in _HTTPX), TimeoutError)
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     *(m.TransportError for m in _HTTPX), *(m.DecodingError for m in _HTTPX), ConnectionError)
+# Raised before anything is sent: the URL or the request itself cannot be made.
+_UNBUILDABLE: tuple[type[BaseException], ...] = (
+    *(m.InvalidURL for m in _HTTPX), *(m.UnsupportedProtocol for m in _HTTPX))
 _MALFORMED_ERRORS: tuple[type[BaseException], ...] = (
     json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError,
     openai.APIResponseValidationError, anthropic.APIResponseValidationError,
@@ -141,8 +147,13 @@ def classify(exc: BaseException, provider: str) -> ProviderError | None:
     if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError):
         return TransientError(f"{provider}: request timed out", provider=provider)
     if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        if isinstance(exc.__cause__, _UNBUILDABLE):  # the SDKs wrap every httpx error
+            return InvalidRequest(_short(f"{provider}: invalid request ({exc.__cause__})"),
+                                  provider=provider)
         return TransientError(f"{provider}: connection error ({type(exc.__cause__).__name__})",
                               provider=provider)
+    if isinstance(exc, _UNBUILDABLE):
+        return InvalidRequest(_short(f"{provider}: invalid request ({exc})"), provider=provider)
     if isinstance(exc, _MALFORMED_ERRORS):
         return malformed(provider, type(exc).__name__)
     if isinstance(exc, openai.APIError | anthropic.APIError):
@@ -153,6 +164,11 @@ def classify(exc: BaseException, provider: str) -> ProviderError | None:
     if isinstance(exc, _TRANSPORT_ERRORS):
         return TransientError(f"{provider}: transport error ({type(exc).__name__})",
                               provider=provider)
+    if isinstance(exc, ValueError):
+        # The SDK refused its arguments while building the request (google-genai says
+        # "invalid model parameter." for a model with "../" or "?"). Malformed bodies, also
+        # ValueErrors, were caught above. Retrying would build the same request.
+        return InvalidRequest(_short(f"{provider}: invalid request ({exc})"), provider=provider)
     return None
 
 

@@ -16,6 +16,7 @@ from tidegate.core.llm import (
     PermanentError,
     RateLimitInfo,
 )
+from tidegate.providers import abort
 from tidegate.providers.base import TextStream, batches, split_system
 from tidegate.providers.errors import malformed, translate_errors
 from tidegate.providers.headers import parse_rate_limit_headers
@@ -40,7 +41,11 @@ class GeminiProvider:
         retry = getattr(types, "HttpRetryOptions", None)  # absent in SDKs that never retry
         options = types.HttpOptions(base_url=base_url,
                                     **({"retry_options": retry(attempts=1)} if retry else {}))
-        self._client = client or genai.Client(api_key=api_key, vertexai=False, http_options=options)
+        if client is None:
+            client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
+            # The SDK builds its own HTTP client (SSL, proxies); make its calls abortable.
+            abort.install(getattr(getattr(client, "_api_client", None), "_httpx_client", None))
+        self._client = client
 
     def _config(self, req: LLMRequest) -> types.GenerateContentConfig:
         system, _ = split_system(req)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import openai
 
 from tidegate.core.llm import EmbeddingResponse, LLMRequest, LLMResponse, RateLimitInfo
+from tidegate.providers import abort
 from tidegate.providers.base import TextStream, batches
 from tidegate.providers.errors import malformed, translate_errors
 from tidegate.providers.headers import parse_rate_limit_headers
@@ -28,7 +29,12 @@ class OpenAIProvider:
         self.name = name
         self.simulated = simulated
         self.embed_batch_size = embed_batch_size
-        self._client = client or openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        if client is None:
+            http = openai.DefaultHttpxClient()  # the SDK's own defaults
+            abort.install(http)  # so that a cancelled job's call is cut off, not left to run
+            client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0,
+                                   http_client=http)
+        self._client = client
         official = base_url is None or OFFICIAL_HOST in base_url
         # OpenAI's own newer models refuse "max_tokens"; many compatible servers only know it.
         self._max_param = max_tokens_param or ("max_completion_tokens" if official else "max_tokens")

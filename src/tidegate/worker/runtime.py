@@ -67,13 +67,12 @@ def build_services(container: Container) -> dict[str, object]:
     from ..adapters.limiter import RedisLimiter
     from ..core.limits import SERVICE_POLICY
     from ..llm import LLMGateway
-    from ..llm_config import load_llm_config
     from ..providers import build_providers
 
     settings = container.settings
     state = redis.Redis.from_url(settings.state_redis(), socket_timeout=10,
                                  socket_connect_timeout=3, health_check_interval=30)
-    config = load_llm_config(str(settings.llm_config) if settings.llm_config else None)
+    config = container.llm_config
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config)
     return {"settings": settings, "redis": state, "llm": gateway}

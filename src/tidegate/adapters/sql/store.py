@@ -45,7 +45,9 @@ def _row_to_job(r: Any) -> Job:
         status=Status(r.status), metadata=r.metadata or {}, idempotency_key=r.idempotency_key,
         progress=r.progress, message=r.message, result=r.result, error_code=r.error_code,
         error_message=r.error_message, attempts=r.attempts, max_attempts=r.max_attempts,
-        usage=Usage(r.input_tokens, r.output_tokens, r.cost_usd), checkpoint=r.checkpoint or {},
+        usage=Usage(r.input_tokens, r.output_tokens, r.cost_nano_usd, r.unpriced),
+        late_usage=Usage(r.late_input_tokens, r.late_output_tokens, r.late_cost_nano_usd),
+        checkpoint=r.checkpoint or {},
         cancel_requested=r.cancel_requested, lease_owner=r.lease_owner,
         lease_expires_at=r.lease_expires_at, not_before=r.not_before,
         dispatched_at=r.dispatched_at, created_at=r.created_at, updated_at=r.updated_at,
@@ -53,12 +55,15 @@ def _row_to_job(r: Any) -> Job:
 
 
 def _usage_values(delta: Usage | None) -> dict[str, Any]:
-    if delta is None or (not delta.input_tokens and not delta.output_tokens
-                         and not delta.cost_usd):
+    if not delta:
         return {}
-    return {"input_tokens": jobs.c.input_tokens + delta.input_tokens,
-            "output_tokens": jobs.c.output_tokens + delta.output_tokens,
-            "cost_usd": jobs.c.cost_usd + delta.cost_usd}
+    values: dict[str, Any] = {
+        "input_tokens": jobs.c.input_tokens + delta.input_tokens,
+        "output_tokens": jobs.c.output_tokens + delta.output_tokens,
+        "cost_nano_usd": jobs.c.cost_nano_usd + delta.cost_nanos}
+    if delta.unpriced:
+        values["unpriced"] = True
+    return values
 
 
 class SqlJobStore:
@@ -75,7 +80,8 @@ class SqlJobStore:
             "attempts": 0, "max_attempts": job.max_attempts, "checkpoint": {},
             "cancel_requested": False, "created_at": job.created_at,
             "updated_at": job.updated_at, "input_tokens": 0, "output_tokens": 0,
-            "cost_usd": 0.0,
+            "cost_nano_usd": 0, "unpriced": False, "late_input_tokens": 0,
+            "late_output_tokens": 0, "late_cost_nano_usd": 0,
         }
         try:
             with self.engine.begin() as conn:
@@ -321,3 +327,13 @@ class SqlJobStore:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    @_guard
+    def add_late_usage(self, job_id: str, usage: Usage) -> bool:
+        values = {**_usage_values(usage),
+                  "late_input_tokens": jobs.c.late_input_tokens + usage.input_tokens,
+                  "late_output_tokens": jobs.c.late_output_tokens + usage.output_tokens,
+                  "late_cost_nano_usd": jobs.c.late_cost_nano_usd + usage.cost_nanos}
+        with self.engine.begin() as conn:
+            return conn.execute(
+                jobs.update().where(jobs.c.id == job_id).values(**values)).rowcount == 1

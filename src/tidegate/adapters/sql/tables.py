@@ -53,7 +53,8 @@ jobs = sa.Table(
     sa.Column("max_attempts", sa.Integer, nullable=False),
     sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
+    # Money in whole nano-dollars (1e-9 USD): exact sums, no float drift.
+    sa.Column("cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("checkpoint", JSONType, nullable=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("lease_owner", sa.String(200)),
@@ -67,6 +68,12 @@ jobs = sa.Table(
     sa.Column("request_fingerprint", sa.String(64)),
     sa.Column("expires_at", UTCDateTime),
     sa.Column("quota_wait_since", UTCDateTime),
+    # A call's model had no price: cost_nano_usd is a lower bound, the API shows no cost.
+    sa.Column("unpriced", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The part of the usage above from calls that returned after the job stopped waiting.
+    sa.Column("late_input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("late_output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("late_cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_tg_jobs_tenant_idempotency"),
     sa.Index("ix_tg_jobs_tenant_created", "tenant", "created_at", "id"),
     sa.Index("ix_tg_jobs_status_lease", "status", "lease_expires_at"),

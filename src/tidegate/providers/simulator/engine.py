@@ -30,7 +30,8 @@ from tidegate.providers.simulator.text import (
 from tidegate.providers.tokens import estimate_tokens
 
 COUNTERS = ("requests", "ok", "rate_limited", "server_errors", "client_errors", "hangs",
-            "malformed", "input_tokens", "output_tokens")
+            "malformed", "input_tokens", "output_tokens",
+            "hangs_disconnected")  # the client closed the connection of a hanging request
 
 
 @dataclass(slots=True)
@@ -195,6 +196,8 @@ class SimState:
         deadline = time.monotonic() + self.config.hang_s
         while time.monotonic() < deadline and not self.stopping.is_set():
             if await request.is_disconnected():
+                with self._lock:
+                    self.totals["hangs_disconnected"] += 1
                 return
             await asyncio.sleep(0.05)
 
