@@ -39,7 +39,8 @@ class Container:
 
     @cached_property
     def service(self) -> JobService:
-        return JobService(self.store, self.dispatcher, self.registry)
+        return JobService(self.store, self.dispatcher, self.registry,
+                          secret=self.settings.secret_key)
 
     def close(self) -> None:
         if "engine" in self.__dict__:
