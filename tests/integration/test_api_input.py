@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 
 from tidegate.adapters.sql import make_engine
 from tidegate.adapters.sql.tables import job_events, jobs, metadata
-from tidegate.api.app import create_app
 from tidegate.core.models import new_job_id, utcnow
 
 from .helpers import settings_for

@@ -20,7 +20,7 @@ from .errors import (
     Unavailable,
     shorten,
 )
-from .jsonsafe import require_storable, text_problem
+from .jsonsafe import readable, require_storable, text_problem
 from .models import CursorPage, Job, JobEvent, new_job_id, utcnow
 from .ports import Dispatcher, JobStore
 from .registry import Registry
@@ -139,7 +139,7 @@ class JobService:
         if updated is None:  # it finished between our read and the update
             job = self.get(job_id, tenant=tenant)
             raise AlreadyTerminal(f"job {job_id!r} is already {job.status.value}")
-        return updated
+        return readable(updated)  # the row's content is sent back: it must be sendable
 
     def retry(self, job_id: str, *, tenant: str | None) -> Job:
         """Replay a dead-lettered (failed) job with a fresh attempt budget."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,9 @@ def _private_sqlite_file(path: Path) -> None:
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
     if not path.exists():
-        try:
+        # (FileExistsError: another process made it first, and made it private too.)
+        with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:  # another process made it first; it made it private too
-            pass
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
