@@ -38,40 +38,75 @@ def _join(path: str, part: str | int) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _scalar_problem(item: Any) -> str | None:
+    kind = type(item)
+    if kind is str:
+        problem = text_problem(item)
+        return f"string {problem}" if problem else None
+    if kind is float:
+        return None if math.isfinite(item) else "NaN and Infinity are not JSON numbers"
+    if item is None or kind is bool or kind is int:
+        return None
+    if isinstance(item, str | int | float):  # subclasses (enums, ...): judge the value
+        return _scalar_problem(str(item) if isinstance(item, str) else float(item))
+    return f"{kind.__name__} is not a JSON value"
+
+
 def find_problem(value: Any, path: str = "") -> tuple[str, str] | None:
     """The first (path, reason) in ``value`` that cannot be stored as JSON, or None.
 
-    Iterative, so a deeply nested document cannot exhaust the stack.
+    Iterative, so a deeply nested document cannot exhaust the stack; the path is built only
+    for the value at fault, so a large clean document costs one pass over its leaves.
     """
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    # Each frame: (container, depth, parent frame, key in the parent).
+    Frame = tuple[Any, int, Any, "str | int | None"]
+    stack: list[Frame] = [(value, 0, None, None)]
+
+    def where(frame: Frame | None, key: str | int | None = None) -> str:
+        parts: list[str | int] = [] if key is None else [key]
+        while frame is not None and frame[3] is not None:
+            parts.append(frame[3])
+            frame = frame[2]
+        out = path
+        for part in reversed(parts):
+            out = _join(out, part)
+        return out or "body"
+
+    if not isinstance(value, dict | list | tuple):
+        problem = _scalar_problem(value)
+        return None if problem is None else (path or "body", problem)
     while stack:
-        item, where, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return where or "body", f"is nested deeper than {MAX_DEPTH} levels"
-        if isinstance(item, str):
-            problem = text_problem(item)
-            if problem:
-                return where or "body", f"string {problem}"
-        elif isinstance(item, bool) or item is None or isinstance(item, int):
-            continue
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return where or "body", "NaN and Infinity are not JSON numbers"
-        elif isinstance(item, dict):
-            children: list[tuple[Any, str, int]] = []
+        frame = stack.pop()
+        item, depth = frame[0], frame[1]
+        if depth >= MAX_DEPTH:
+            return where(frame), f"is nested deeper than {MAX_DEPTH} levels"
+        pending: list[Frame] = []
+        if isinstance(item, dict):
             for key, child in item.items():
-                if not isinstance(key, str):
-                    return where or "body", "object keys must be strings"
+                if type(key) is not str:
+                    return where(frame), "object keys must be strings"
                 problem = text_problem(key)
                 if problem:
-                    return where or "body", f"a key {problem}"
-                children.append((child, _join(where, key), depth + 1))
-            stack.extend(reversed(children))  # report the first problem in document order
-        elif isinstance(item, list | tuple):
-            stack.extend((child, _join(where, i), depth + 1)
-                         for i, child in reversed(list(enumerate(item))))
+                    return where(frame), f"a key {problem}"
+                if isinstance(child, dict | list | tuple):
+                    pending.append((child, depth + 1, frame, key))
+                elif type(child) is not int and (problem := _scalar_problem(child)):
+                    return where(frame, key), problem
         else:
-            return where or "body", f"{type(item).__name__} is not a JSON value"
+            for index, child in enumerate(item):
+                kind = type(child)
+                if kind is float:
+                    if child - child == 0:  # finite (inf - inf and nan - nan are nan)
+                        continue
+                elif kind is int:
+                    continue
+                elif isinstance(child, dict | list | tuple):
+                    pending.append((child, depth + 1, frame, index))
+                    continue
+                problem = _scalar_problem(child)
+                if problem:
+                    return where(frame, index), problem
+        stack.extend(reversed(pending))
     return None
 
 
