@@ -230,3 +230,15 @@ def test_a_job_that_cannot_be_sent_back_reads_as_unreadable(store) -> None:
     listed = {j.id: j for j in store.list(tenant="acme").jobs}
     assert listed.keys() == {ok.id, bad.id}
     assert listed[bad.id].error_code == "unreadable" and listed[ok.id].error_code is None
+
+
+@pytest.mark.parametrize("result", [0.30000000000000004, 123, "123", None, [1.5e-7],
+                                    {"x": 0.1 + 0.2, "n": 10**20}])
+def test_results_read_back_exactly(store, result) -> None:
+    job, _ = store.create(make_job(metadata={"f": 0.1 + 0.2}))
+    claim(store, job)
+    store.finish(job.id, attempt=1, status=Status.SUCCEEDED, now=utcnow(), result=result)
+    got = store.get(job.id)
+    assert got.result == result and type(got.result) is type(result)
+    assert got.metadata == {"f": 0.1 + 0.2} and got.error_code is None
+    assert store.list(tenant="acme").jobs[0].result == result

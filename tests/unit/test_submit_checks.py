@@ -31,20 +31,27 @@ def test_unstorable_text_is_refused_for_non_http_callers(service: JobService) ->
     assert service.store.list(tenant=None).jobs == []
 
 
-def test_every_submit_parameter_is_in_the_fingerprint(service: JobService) -> None:
-    """A field added to submit() joins the fingerprint by itself: varying any one parameter
-    (other than who asks and the key) under one key is a mismatch."""
+def test_every_submit_parameter_is_in_the_fingerprint(service: JobService,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field added to submit() joins the fingerprint by itself, and varying any one of them
+    under one key is a mismatch."""
+    import tidegate.core.service as service_module
+
+    fingerprinted: list[dict] = []
+    real = service_module.request_fingerprint
+    monkeypatch.setattr(service_module, "request_fingerprint",
+                        lambda request: fingerprinted.append(request) or real(request))
+    params = {p for p in inspect.signature(JobService.submit).parameters
+              if p not in _NOT_THE_REQUEST}
     base = {"type": "ok", "input": {"n": 1}, "priority": "low", "metadata": {"m": 1}}
     variants = {"type": "boom", "input": {"n": 2}, "priority": "high", "metadata": {"m": 2}}
-    params = [p for p in inspect.signature(JobService.submit).parameters
-              if p not in _NOT_THE_REQUEST]
-    assert set(params) <= set(base), f"add the new submit field(s) to this test: {params}"
     first, _ = service.submit(tenant="t", idempotency_key="k", **base)
+    assert set(fingerprinted[0]) == params
     again, created = service.submit(tenant="t", idempotency_key="k", **base)
     assert again.id == first.id and not created
-    for name in params:
+    for name, value in variants.items():
         with pytest.raises(IdempotencyMismatch):
-            service.submit(tenant="t", idempotency_key="k", **{**base, name: variants[name]})
+            service.submit(tenant="t", idempotency_key="k", **{**base, name: value})
     other, created = service.submit(tenant="u", idempotency_key="k", **base)
     assert created and other.id != first.id
 

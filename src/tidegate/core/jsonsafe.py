@@ -49,7 +49,9 @@ def _scalar_problem(item: Any) -> str | None:
         return None
     if isinstance(item, str | int | float):  # subclasses (enums, ...): judge the value
         return _scalar_problem(str(item) if isinstance(item, str) else float(item))
-    return f"{kind.__name__} is not a JSON value"
+    # Other objects (a datetime a caller passes to submit, ...) are the models' business:
+    # this check is about the text and numbers inside JSON.
+    return None
 
 
 def find_problem(value: Any, path: str = "") -> tuple[str, str] | None:

@@ -58,15 +58,21 @@ def _row_to_job(r: Any) -> Job:
         started_at=r.started_at, finished_at=r.finished_at)
 
 
-# Reads that show jobs to clients fetch the JSON columns as text and decode them here, one
+# Reads that show jobs to clients fetch the JSON columns undecoded and decode them here, one
 # row at a time: a value the driver cannot decode would otherwise fail the whole result.
 _JSON_COLUMNS = ("input", "metadata", "result", "checkpoint")
-_READ_COLUMNS = [sa.cast(c, sa.Text).label(c.name) if c.name in _JSON_COLUMNS else c
-                 for c in jobs.c]
 
 
-def _select_readable() -> Any:
-    return sa.select(*_READ_COLUMNS)
+def _raw_json(column: Any, dialect: str) -> Any:
+    if dialect == "postgresql":  # JSONB's text form (exact numbers), not psycopg's decoding
+        return sa.cast(column, sa.Text).label(column.name)
+    # SQLite keeps the JSON text itself; no CAST, which would print a top-level REAL with 15
+    # digits (a column of type JSON has numeric affinity, so a bare number is stored as one).
+    return sa.type_coerce(column, sa.Text).label(column.name)
+
+
+def _read_columns(dialect: str) -> list[Any]:
+    return [_raw_json(c, dialect) if c.name in _JSON_COLUMNS else c for c in jobs.c]
 
 
 def _enum_or(enum: Any, value: Any, default: Any) -> Any:
@@ -77,14 +83,16 @@ def _enum_or(enum: Any, value: Any, default: Any) -> Any:
 
 
 def _read_job(r: Any) -> Job:
-    """A row selected with ``_READ_COLUMNS`` as a Job; a row that cannot be decoded, or that
+    """A row selected with ``_read_columns`` as a Job; a row that cannot be decoded, or that
     could not be sent back as JSON, as an ``unreadable`` one. Never raises."""
     fields = dict(r._mapping)
     problems: list[str] = []
     for name in _JSON_COLUMNS:
         raw = fields[name]
+        if not isinstance(raw, str | bytes):
+            continue  # a bare number SQLite stored as one (numeric affinity), or NULL
         try:
-            fields[name] = None if raw is None else json.loads(raw)
+            fields[name] = json.loads(raw)
         except ValueError:
             problems.append(f"{name} is not valid JSON")
             fields[name] = None
@@ -115,9 +123,9 @@ def _usage_values(delta: Usage | None) -> dict[str, Any]:
             "cost_usd": jobs.c.cost_usd + delta.cost_usd}
 
 
-def _read_detail(raw: str | None) -> dict[str, Any]:
+def _read_detail(raw: Any) -> dict[str, Any]:
     try:
-        detail = json.loads(raw) if raw is not None else {}
+        detail = json.loads(raw) if isinstance(raw, str | bytes) else raw or {}
     except ValueError:
         return {"unreadable": "not valid JSON"}
     if not isinstance(detail, dict):
@@ -129,6 +137,10 @@ def _read_detail(raw: str | None) -> dict[str, Any]:
 class SqlJobStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._read = _read_columns(engine.dialect.name)
+
+    def _select_readable(self) -> Any:
+        return sa.select(*self._read)
 
     # -- jobs ---------------------------------------------------------------------------
     @_guard
@@ -160,13 +172,13 @@ class SqlJobStore:
 
     def _by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         with self.engine.connect() as conn:
-            row = conn.execute(_select_readable().where(
+            row = conn.execute(self._select_readable().where(
                 jobs.c.tenant == tenant, jobs.c.idempotency_key == key)).first()
         return _read_job(row) if row else None
 
     @_guard
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
-        q = _select_readable().where(jobs.c.id == job_id)
+        q = self._select_readable().where(jobs.c.id == job_id)
         if tenant is not None:
             q = q.where(jobs.c.tenant == tenant)
         with self.engine.connect() as conn:
@@ -176,7 +188,7 @@ class SqlJobStore:
     @_guard
     def list(self, *, tenant: str | None, status: Status | None = None, type: str | None = None,
              limit: int = 50, after: tuple[datetime, str] | None = None) -> Page:
-        q = _select_readable()
+        q = self._select_readable()
         if tenant is not None:
             q = q.where(jobs.c.tenant == tenant)
         if status is not None:
@@ -347,8 +359,8 @@ class SqlJobStore:
 
     @_guard
     def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]:
-        columns = [sa.cast(c, sa.Text).label(c.name) if c.name == "detail" else c
-                   for c in job_events.c]
+        dialect = self.engine.dialect.name
+        columns = [_raw_json(c, dialect) if c.name == "detail" else c for c in job_events.c]
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(*columns).where(
                 job_events.c.job_id == job_id, job_events.c.id > after_id,
