@@ -108,6 +108,7 @@ def _bad_rows(engine: sa.Engine) -> list[dict[str, str]]:
                 {"input": "'{not json'"},  # cannot be decoded at all
                 {"result": "'NaN'"},  # not serialisable as JSON
                 {"metadata": "'[1, 2]'"},  # the wrong shape
+                {"progress": "'abc'", "cost_usd": "'x'"},  # text in number columns
                 {"status": "'weird'"}]
     return [{"metadata": """'[1, 2]'::jsonb"""},
             {"input": """'"a string"'::jsonb"""},

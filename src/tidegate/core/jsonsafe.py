@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from .errors import InvalidRequest, shorten
-from .models import Job
+from .models import Job, Usage
 
 MAX_DEPTH = 64  # deeper documents are refused: walking them is cheap, storing them is not
 
@@ -122,16 +122,31 @@ def require_storable(fields: Any) -> None:
 
 # -- reads -------------------------------------------------------------------------------------
 
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _counts_ok(job: Job) -> bool:
+    usage = job.usage
+    return (all(_is_int(v) for v in (job.progress, job.attempts, job.max_attempts))
+            and isinstance(usage, Usage) and _is_int(usage.input_tokens)
+            and _is_int(usage.output_tokens) and type(usage.cost_usd) in (int, float)
+            and math.isfinite(usage.cost_usd) and type(job.cancel_requested) is bool)
+
+
 def _read_problem(job: Job) -> str | None:
     if not isinstance(job.input, dict):
         return "input is not an object"
     if not isinstance(job.metadata, dict):
         return "metadata is not an object"
+    for name in ("type", "message"):
+        if not isinstance(getattr(job, name), str):
+            return f"{name} is not text"
     for name in ("error_code", "error_message"):
         if not isinstance(getattr(job, name), str | None):
             return f"{name} is not text"
-    if not isinstance(job.message, str):
-        return "message is not text"
+    if not _counts_ok(job):
+        return "a count (progress, attempts, usage) is not a number"
     found = find_problem({"type": job.type, "tenant": job.tenant, "input": job.input,
                           "metadata": job.metadata, "result": job.result,
                           "message": job.message, "error_code": job.error_code,
@@ -142,13 +157,17 @@ def _read_problem(job: Job) -> str | None:
 
 def unreadable(job: Job, reason: str) -> Job:
     """The job with its stored content replaced by an ``unreadable`` error; what identifies
-    it (id, tenant, status, times, attempts) is kept so it can still be listed, cancelled
-    and purged."""
-    return replace(job, type=job.type if isinstance(job.type, str) and text_problem(job.type)
-                   is None else "unreadable", input={}, metadata={}, result=None,
-                   checkpoint={}, message="", idempotency_key=None,
+    it (id, tenant, status, times) is kept so it can still be listed, cancelled and purged."""
+    fine_type = isinstance(job.type, str) and text_problem(job.type) is None
+    counts: dict[str, Any] = {} if _counts_ok(job) else {
+        "progress": 0, "usage": Usage(), "cancel_requested": bool(job.cancel_requested),
+        "attempts": job.attempts if _is_int(job.attempts) else 0,
+        "max_attempts": job.max_attempts if _is_int(job.max_attempts) else 0}
+    return replace(job, type=job.type if fine_type else "unreadable", input={}, metadata={},
+                   result=None, checkpoint={}, message="", idempotency_key=None,
                    error_code="unreadable",
-                   error_message=f"this job's stored data cannot be read ({shorten(reason)})")
+                   error_message=f"this job's stored data cannot be read ({shorten(reason)})",
+                   **counts)
 
 
 def readable(job: Job) -> Job:
