@@ -41,7 +41,11 @@ def prepare_data_dir(data_dir: Path) -> None:
     for path in [data_dir, *data_dir.rglob("*")]:
         if path.is_symlink():
             continue
-        path.chmod(0o700 if path.is_dir() else 0o600)
+        try:
+            path.chmod(0o700 if path.is_dir() else 0o600)
+        except PermissionError:  # not ours (another user put it there): leave it, say so
+            print(f"tidegate | cannot make {path} private: not owned by this user",
+                  file=sys.stderr)
 
 
 def ensure_first_key(settings: Settings) -> str:

@@ -68,6 +68,16 @@ def test_unstorable_text_is_refused_with_its_path(api_db, raw: str, path: str) -
     assert client.get("/v1/jobs", headers=a).json()["jobs"] == []
 
 
+@pytest.mark.parametrize("depth,status", [(65, 422), (5000, 400), (300_000, 400)])
+def test_deep_nesting_is_refused_cleanly(api_db, depth: int, status: int) -> None:
+    client, a, _, _ = api_db
+    r = _post(client, a, '{"type": "echo", "metadata": {"x": ' + "[" * depth + "]" * depth
+              + "}}")
+    assert r.status_code == status, r.text[:300]
+    assert r.json()["error"]["code"] == "invalid_request" and len(r.content) < 1500
+    assert client.get("/v1/jobs", headers=a).json()["jobs"] == []
+
+
 def test_valid_unicode_is_kept(api_db) -> None:
     client, a, _, _ = api_db
     text = "naïve 𝄞 \u2028 日本"  # astral (a surrogate *pair* in JSON), separators, CJK
