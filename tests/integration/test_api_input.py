@@ -157,6 +157,9 @@ def test_a_bad_row_never_breaks_a_read(api_db) -> None:
     assert seen == ids
     good = client.get(f"/v1/jobs/{good_after}", headers=a).json()
     assert good["error"] is None and good["type"] == "echo"
+    cancelled = client.delete(f"/v1/jobs/{bad_ids[0]}", headers=a)  # still manageable
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
 
 
 # -- 2. cursors are opaque and tamper-evident ---------------------------------------------------
