@@ -18,7 +18,6 @@ def shorten(value: Any, limit: int = ECHO_LIMIT, *, quote: bool = True) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-
 def error_location(loc: Any, default: str = "input") -> str:
     """A validation error's location (``a.b.0``) with each part shortened: keys are input."""
     parts = [shorten(p, 40, quote=False) for p in loc]

@@ -17,7 +17,9 @@ from typing import Any
 from .errors import InvalidRequest, shorten
 from .models import Job, Usage
 
-MAX_DEPTH = 64  # deeper documents are refused: walking them is cheap, storing them is not
+# Deeper documents are refused: no job needs them, and every JSON encoder on the way (Python's,
+# the drivers', the response's) recurses per level.
+MAX_DEPTH = 64
 
 
 def text_problem(s: str) -> str | None:
@@ -47,8 +49,10 @@ def _scalar_problem(item: Any) -> str | None:
         return None if math.isfinite(item) else "NaN and Infinity are not JSON numbers"
     if item is None or kind is bool or kind is int:
         return None
-    if isinstance(item, str | int | float):  # subclasses (enums, ...): judge the value
-        return _scalar_problem(str(item) if isinstance(item, str) else float(item))
+    if isinstance(item, str):  # subclasses (str enums, ...): judge the value
+        return _scalar_problem(str(item))
+    if isinstance(item, float):
+        return _scalar_problem(float(item))
     # Other objects (a datetime a caller passes to submit, ...) are the models' business:
     # this check is about the text and numbers inside JSON.
     return None

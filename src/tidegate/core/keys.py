@@ -8,6 +8,7 @@ import re
 import secrets
 import uuid
 
+from .errors import shorten
 from .models import ApiKey, utcnow
 from .ports import JobStore
 
@@ -20,8 +21,6 @@ TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 def validate_tenant(name: str) -> str:
     """``name`` if it is a valid tenant name, else ValueError. Used wherever a tenant is made."""
     if not isinstance(name, str) or TENANT_PATTERN.fullmatch(name) is None:
-        from .errors import shorten
-
         raise ValueError(f"invalid tenant name {shorten(name)}: use 1-63 characters of a-z, "
                          "0-9, '_', '.' and '-', starting with a letter or digit")
     return name
