@@ -30,7 +30,7 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def redis_argv(data_dir: Path, port: int) -> list[str]:
     """A durable private Redis: append-only file with fsync every second, loopback only."""
     redis_dir = data_dir / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True)
+    redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
             "--dir", str(redis_dir.resolve()), "--appendonly", "yes",
             "--appendfsync", "everysec", "--save", "300 1", "--protected-mode", "yes",

@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .core.errors import shorten
+
 PROVIDERS = ("openai", "anthropic", "gemini")
 
 
@@ -62,7 +64,7 @@ def check_spec_syntax(spec: str) -> None:
     if ":" in spec:
         parse_lane(spec)
     elif len(spec) > MAX_SPEC or not _ALIAS_RE.fullmatch(spec):
-        raise LLMConfigError(f"invalid model {spec!r}: use provider:model or an alias")
+        raise LLMConfigError(f"invalid model {shorten(spec)}: use provider:model or an alias")
 
 
 # Snapshot suffixes the vendors put after a model family: -2024-08-06 and -0613 (OpenAI),
@@ -148,7 +150,7 @@ class LLMConfig(BaseModel):
         seen: list[str] = []
         while ":" not in spec:
             if spec not in self.aliases:
-                raise LLMConfigError(f"unknown model {spec!r}: use provider:model "
+                raise LLMConfigError(f"unknown model {shorten(spec)}: use provider:model "
                                      f"({', '.join(PROVIDERS)}) or an alias "
                                      f"({', '.join(sorted(self.aliases)) or 'none defined'})")
             if spec in seen:
@@ -187,7 +189,7 @@ class LLMConfig(BaseModel):
         if lane in self.configured_models() or any(
                 fnmatch.fnmatchcase(lane, p) for p in self.models.allow):
             return lane
-        raise LLMConfigError(f"model {spec!r} is not allowed here; allowed: "
+        raise LLMConfigError(f"model {shorten(spec)} is not allowed here; allowed: "
                              f"{', '.join(self.allowed_models())} "
                              "(operators add more under [models] allow in the LLM settings)")
 

@@ -33,6 +33,21 @@ def _wait_for(check: object, timeout_s: float) -> bool:
     return False
 
 
+def prepare_data_dir(data_dir: Path) -> None:
+    """Make the data directory private to its owner (0700 directories, 0600 files), also an
+    existing one from a version that left it readable by everybody: it holds every tenant's
+    inputs, results and key hashes, and the embedded Redis's data."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if path.is_symlink():
+            continue
+        try:
+            path.chmod(0o700 if path.is_dir() else 0o600)
+        except PermissionError:  # not ours (another user put it there): leave it, say so
+            print(f"tidegate | cannot make {path} private: not owned by this user",
+                  file=sys.stderr)
+
+
 def ensure_first_key(settings: Settings) -> str:
     """The install's first API key, created on first start and kept in the data directory."""
     key_file = settings.key_file
@@ -48,6 +63,7 @@ def ensure_first_key(settings: Settings) -> str:
         engine.dispose()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
     with os.fdopen(fd, "w") as f:
         f.write(plain + "\n")
     return plain
@@ -55,7 +71,10 @@ def ensure_first_key(settings: Settings) -> str:
 
 def run_up(settings: Settings, *, flower_port: int = 0) -> int:
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Everything this process and its children (redis-server, api, worker) create from now on
+    # is private: Redis's AOF and RDB files, SQLite's journal, logs in the data directory.
+    os.umask(0o077)
+    prepare_data_dir(data_dir)
     sup = Supervisor()
     sup.handle_signals()
     me = [sys.executable, "-m", "tidegate"]

@@ -53,6 +53,7 @@ class Container:
         from .jobs.common import LLM_CONFIG
 
         return JobService(self.store, self.dispatcher, self.registry,
+                          secret=self.settings.secret_key,
                           validation_context={LLM_CONFIG: self.llm_config})
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,11 @@ def test_up_embedded(tmp_path: Path) -> None:
     assert code == 0, up.log.read_text()[-2000:]
     assert "stopped" in up.log.read_text()
     assert (tmp_path / "data" / "redis" / "appendonly.aof").exists()
+    data = tmp_path / "data"  # every tenant's data: private to the owner, whoever wrote it
+    modes = {str(p.relative_to(data)): stat.S_IMODE(p.stat().st_mode)
+             for p in [data, *data.rglob("*")]}
+    assert {"api_key", "tidegate.db", "redis/appendonly.aof"} <= set(modes), modes
+    assert all(m == (0o700 if (data / p).is_dir() else 0o600) for p, m in modes.items()), modes
 
 
 def test_up_restarts_a_crashed_child(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from .. import __version__
@@ -17,6 +17,7 @@ from ..config import Settings, load_settings
 from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
+from .deps import storable_body
 from .routes import aliases, jobs, limits, system
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Tidegate", version=__version__, lifespan=lifespan,
+        dependencies=[Depends(storable_body)],
         description="Durable background LLM jobs. Submit, then poll, stream or get called "
                     "back. Authenticate with `Authorization: Bearer <api key>`.")
     app.state.container = container

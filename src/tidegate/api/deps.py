@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..core.errors import Unauthorized
+from ..core.jsonsafe import require_storable
 from ..core.keys import authenticate
 from ..core.service import JobService
 from ..wiring import Container
@@ -36,6 +37,19 @@ def get_tenant(container: Annotated[Container, Depends(get_container)],
     if tenant is None:
         raise Unauthorized("invalid or revoked API key")
     return tenant
+
+
+async def storable_body(request: Request) -> None:
+    """Every JSON body, on every route: refuse text no store can hold and no response can
+    carry (lone surrogates, NUL, NaN) with 422 invalid_request naming its path, before any
+    route sees it. The service checks again, for callers that are not HTTP."""
+    if request.method not in ("POST", "PUT", "PATCH") or not await request.body():
+        return
+    try:
+        body = await request.json()  # FastAPI has parsed it already: this is its cached copy
+    except ValueError:
+        return  # not JSON: the route's own validation answers
+    require_storable(body)
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

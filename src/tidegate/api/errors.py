@@ -47,20 +47,22 @@ def install(app: FastAPI) -> None:
         headers = {"Retry-After": "5"} if status == 503 else None
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
-        return error_response(status, exc.code, exc.message, headers)
+        return error_response(status, exc.code, E.shorten(exc.message, 1000, quote=False),
+                              headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        where = E.error_location([p for p in first.get("loc", ()) if p != "body"], "body")
         more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-        return error_response(422, "invalid_request", f"{where}: {first['msg']}{more}")
+        msg = E.shorten(first["msg"], 200, quote=False)  # keys and messages may quote input
+        return error_response(422, "invalid_request", f"{where}: {msg}{more}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-            exc.status_code, "http_error")
+        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+                413: "body_too_large"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)

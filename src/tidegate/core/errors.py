@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+ECHO_LIMIT = 80
+
+
+def shorten(value: Any, limit: int = ECHO_LIMIT, *, quote: bool = True) -> str:
+    """A user value as quoted in an error message: its repr (or, with ``quote=False``, the
+    string itself), cut to ``limit`` characters.
+
+    Every message that echoes input goes through here, so a 900 KB type name answers with a
+    short 422 instead of echoing 900 KB back.
+    """
+    text = value if isinstance(value, str) and not quote else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_location(loc: Any, default: str = "input") -> str:
+    """A validation error's location (``a.b.0``) with each part shortened: keys are input."""
+    parts = [shorten(p, 40, quote=False) for p in loc]
+    return shorten(".".join(parts), 120, quote=False) or default
+
 
 class TidegateError(Exception):
     """Root of every error Tidegate raises on purpose. ``code`` is stable and machine-readable."""
@@ -23,6 +44,24 @@ class InvalidInput(TidegateError):
 
 class UnknownJobType(InvalidInput):
     code = "unknown_job_type"
+
+
+class InvalidRequest(InvalidInput):
+    """The request itself is malformed (as opposed to a job type refusing its input)."""
+
+    code = "invalid_request"
+
+
+class InvalidCursor(InvalidInput):
+    """A list cursor that this service did not issue, or that was altered."""
+
+    code = "invalid_cursor"
+
+
+class IdempotencyMismatch(InvalidInput):
+    """An Idempotency-Key reused with a different request."""
+
+    code = "idempotency_mismatch"
 
 
 class Conflict(TidegateError):

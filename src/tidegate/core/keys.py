@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 
+from .errors import shorten
 from .models import ApiKey, utcnow
 from .ports import JobStore
 
 KEY_PREFIX = "tg_"
+# Tenant names go into shared-state keys, logs, metrics labels and URLs: a safe alphabet keeps
+# every one of those unambiguous (no ':', '{', '/', spaces, case twins).
+TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+def validate_tenant(name: str) -> str:
+    """``name`` if it is a valid tenant name, else ValueError. Used wherever a tenant is made."""
+    if not isinstance(name, str) or TENANT_PATTERN.fullmatch(name) is None:
+        raise ValueError(f"invalid tenant name {shorten(name)}: use 1-63 characters of a-z, "
+                         "0-9, '_', '.' and '-', starting with a letter or digit")
+    return name
 
 
 def hash_key(key: str, secret: str) -> str:
@@ -19,9 +32,7 @@ def hash_key(key: str, secret: str) -> str:
 
 def create_key(store: JobStore, *, tenant: str, secret: str) -> tuple[str, ApiKey]:
     """Create a key for ``tenant``; the plain key is returned once and never stored."""
-    tenant = tenant.strip()
-    if not tenant or len(tenant) > 100:
-        raise ValueError("tenant must be 1-100 characters")
+    tenant = validate_tenant(tenant.strip())
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(id=uuid.uuid4().hex, tenant=tenant, prefix=plain[:10], created_at=utcnow())
     store.add_key(record, hash_key(plain, secret))

@@ -6,7 +6,6 @@ body against both.
 
 from __future__ import annotations
 
-import base64
 import builtins
 import copy
 import threading
@@ -15,24 +14,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from .jsonsafe import readable
 from .models import ApiKey, Job, JobEvent, Page, Usage
 from .statuses import TERMINAL, WAITING, Status, check_transition
-
-
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    from .errors import InvalidInput
-
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(at), job_id
-    except Exception:
-        raise InvalidInput("invalid cursor") from None
 
 
 class InMemoryJobStore:
@@ -51,7 +35,7 @@ class InMemoryJobStore:
                 for existing in self._jobs.values():
                     if (existing.tenant, existing.idempotency_key) == (job.tenant,
                                                                        job.idempotency_key):
-                        return self._copy(existing), False
+                        return readable(self._copy(existing)), False
             self._jobs[job.id] = self._copy(job)
             self._events.append(JobEvent(job.id, "submitted", job.created_at, 0,
                                          {"priority": job.priority.value}, len(self._events) + 1))
@@ -62,24 +46,23 @@ class InMemoryJobStore:
             job = self._jobs.get(job_id)
             if job is None or (tenant is not None and job.tenant != tenant):
                 return None
-            return self._copy(job)
+            return readable(self._copy(job))
 
     def list(self, *, tenant: str | None, status: Status | None = None, type: str | None = None,
-             limit: int = 50, cursor: str | None = None) -> Page:
+             limit: int = 50, after: tuple[datetime, str] | None = None) -> Page:
         with self._lock:
             jobs = [j for j in self._jobs.values()
                     if (tenant is None or j.tenant == tenant)
                     and (status is None or j.status == status)
                     and (type is None or j.type == type)]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
-        if cursor:
-            at, cid = decode_cursor(cursor)
-            jobs = [j for j in jobs if (j.created_at, j.id) < (at, cid)]
+        if after is not None:
+            jobs = [j for j in jobs if (j.created_at, j.id) < after]
         page = jobs[: limit + 1]
         more = len(page) > limit
         page = page[:limit]
-        return Page([self._copy(j) for j in page],
-                    encode_cursor(page[-1]) if more and page else None)
+        return Page([readable(self._copy(j)) for j in page],
+                    (page[-1].created_at, page[-1].id) if more and page else None)
 
     def mark_dispatched(self, job_id: str, at: datetime) -> None:
         with self._lock:

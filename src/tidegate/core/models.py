@@ -72,6 +72,7 @@ class Job:
     status: Status = Status.QUEUED
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    request_fingerprint: str | None = None  # SHA-256 of the submit request (idempotency)
     progress: int = 0
     message: str = ""
     result: Any = None
@@ -122,5 +123,15 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """One page from the store, newest first; ``next_after`` is the (created_at, id) to pass
+    as ``after`` for the next page, None on the last one. Clients see it only as a signed
+    cursor (core.cursors)."""
+
+    jobs: list[Job]
+    next_after: tuple[datetime, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CursorPage:
     jobs: list[Job]
     next_cursor: str | None

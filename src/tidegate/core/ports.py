@@ -17,13 +17,19 @@ class JobStore(Protocol):
 
     def create(self, job: Job) -> tuple[Job, bool]:
         """Insert the job; with an idempotency key already used by the tenant, return the
-        existing job and ``False``."""
+        existing job (with its ``request_fingerprint``) and ``False``."""
         ...
 
-    def get(self, job_id: str, *, tenant: str | None = None) -> Job | None: ...
+    def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        """The job, or None. A row that cannot be decoded or sent back as JSON comes back as
+        an ``unreadable`` job (core.jsonsafe), never as an exception."""
+        ...
 
     def list(self, *, tenant: str | None, status: Status | None = None, type: str | None = None,
-             limit: int = 50, cursor: str | None = None) -> Page: ...
+             limit: int = 50, after: tuple[datetime, str] | None = None) -> Page:
+        """Newest first, strictly after the ``(created_at, id)`` position ``after``. One
+        unreadable row is shown as such; it never fails the page."""
+        ...
 
     def mark_dispatched(self, job_id: str, at: datetime) -> None: ...
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import InvalidInput, UnknownJobType
+from .errors import InvalidInput, UnknownJobType, error_location, shorten
 from .statuses import Priority
 
 if TYPE_CHECKING:
@@ -32,9 +32,9 @@ class JobType:
             return self.input_model.model_validate(data, context=dict(context or {}))
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "input"
             raise InvalidInput(
-                f"invalid input for job type {self.name!r}: {where}: {first['msg']}"
+                f"invalid input for job type {self.name!r}: {error_location(first['loc'])}: "
+                f"{shorten(first['msg'], 1000, quote=False)}"
                 + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
             ) from None
 
@@ -61,7 +61,8 @@ class Registry:
             return self._types[name]
         except KeyError:
             known = ", ".join(sorted(self._types)) or "none"
-            raise UnknownJobType(f"unknown job type {name!r}; known types: {known}") from None
+            raise UnknownJobType(
+                f"unknown job type {shorten(name)}; known types: {known}") from None
 
     def names(self) -> list[str]:
         return sorted(self._types)

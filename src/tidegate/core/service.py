@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from .errors import AlreadyTerminal, InvalidInput, NotFound, Unavailable
-from .models import Job, JobEvent, Page, new_job_id, utcnow
+from .cursors import cursor_key, decode_cursor, encode_cursor
+from .errors import (
+    AlreadyTerminal,
+    IdempotencyMismatch,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+    shorten,
+)
+from .jsonsafe import readable, require_storable, text_problem
+from .models import CursorPage, Job, JobEvent, new_job_id, utcnow
 from .ports import Dispatcher, JobStore
 from .registry import Registry
 from .statuses import TERMINAL, Priority, Status
@@ -16,11 +29,20 @@ from .statuses import TERMINAL, Priority, Status
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
+# Parameters of submit() that say who asks and under which key, not what is asked.
+_NOT_THE_REQUEST = ("self", "tenant", "idempotency_key")
+
+
+def request_fingerprint(request: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a submit request: what an Idempotency-Key promises."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                           default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class JobService:
     def __init__(self, store: JobStore, dispatcher: Dispatcher, registry: Registry, *,
-                 clock: Callable[[], datetime] = utcnow,
+                 clock: Callable[[], datetime] = utcnow, secret: str | None = None,
                  validation_context: Mapping[str, Any] | None = None) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -28,6 +50,9 @@ class JobService:
         self.clock = clock
         # Handed to input validation: what a job may ask for depends on the settings.
         self.validation_context = dict(validation_context or {})
+        # Every API process of an install must share the secret, or a cursor from one is
+        # refused by another; without one (tests, experiments) cursors live in this process.
+        self._cursor_key = cursor_key(secret if secret is not None else secrets.token_hex(32))
 
     def submit(self, *, tenant: str, type: str, input: Any, priority: str | None = None,
                metadata: dict[str, Any] | None = None,
@@ -35,8 +60,14 @@ class JobService:
         """Validate, commit the row, then hand the id to the broker.
 
         Returns (job, created). The row is the promise: if the broker is down the job stays
-        queued and undispatched, and the sweep sends it when the broker is back.
+        queued and undispatched, and the sweep sends it when the broker is back. An
+        Idempotency-Key already used with a different request raises IdempotencyMismatch.
         """
+        # Taken first, so locals() holds exactly the parameters: a field added to submit()
+        # is part of the fingerprint (and of the storability check) without a second edit.
+        params = dict(locals())
+        request = {k: v for k, v in params.items() if k not in _NOT_THE_REQUEST}
+        require_storable({**request, "idempotency_key": idempotency_key})
         job_type = self.registry.get(type)
         validated = job_type.validate(input, self.validation_context)
         if priority is not None:
@@ -44,7 +75,7 @@ class JobService:
                 prio = Priority(priority)
             except ValueError:
                 raise InvalidInput(
-                    f"invalid priority {priority!r}; use high, medium or low") from None
+                    f"invalid priority {shorten(priority)}; use high, medium or low") from None
         else:
             prio = job_type.priority
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
@@ -52,9 +83,16 @@ class JobService:
         job = Job(id=new_job_id(), tenant=tenant, type=type, priority=prio,
                   input=validated.model_dump(mode="json", exclude_unset=False),
                   metadata=dict(metadata or {}), idempotency_key=idempotency_key,
+                  request_fingerprint=request_fingerprint(request),
                   max_attempts=job_type.max_attempts, created_at=self.clock(),
                   updated_at=self.clock())
+        fingerprint = job.request_fingerprint
         job, created = self.store.create(job)
+        if not created and job.request_fingerprint not in (None, fingerprint):
+            # (A row from before fingerprints has None: it answers the key as it always did.)
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request; "
+                "send the same request to get its job, or use a new key")
         if created:
             self.dispatch(job)
         return job, created
@@ -70,23 +108,29 @@ class JobService:
         return True
 
     def get(self, job_id: str, *, tenant: str | None) -> Job:
-        job = self.store.get(job_id, tenant=tenant)
+        # An id no store could hold (NUL, surrogates) names no job; asking PostgreSQL would fail.
+        job = self.store.get(job_id, tenant=tenant) if text_problem(job_id) is None else None
         if job is None:
-            raise NotFound(f"job {job_id!r} not found")
+            raise NotFound(f"job {shorten(job_id)} not found")
         return job
 
     def list(self, *, tenant: str | None, status: str | None = None, type: str | None = None,
-             limit: int = 50, cursor: str | None = None) -> Page:
+             limit: int = 50, cursor: str | None = None) -> CursorPage:
         st: Status | None = None
         if status is not None:
             try:
                 st = Status(status)
             except ValueError:
-                raise InvalidInput(f"invalid status {status!r}; use one of: "
+                raise InvalidInput(f"invalid status {shorten(status)}; use one of: "
                                    + ", ".join(s.value for s in Status)) from None
+        if type is not None and text_problem(type):
+            raise InvalidRequest(f"type: string {text_problem(type)}")
         if not 1 <= limit <= 500:
             raise InvalidInput("limit must be between 1 and 500")
-        return self.store.list(tenant=tenant, status=st, type=type, limit=limit, cursor=cursor)
+        after = decode_cursor(cursor, self._cursor_key) if cursor is not None else None
+        page = self.store.list(tenant=tenant, status=st, type=type, limit=limit, after=after)
+        return CursorPage(page.jobs, None if page.next_after is None
+                          else encode_cursor(page.next_after, self._cursor_key))
 
     def cancel(self, job_id: str, *, tenant: str | None) -> Job:
         """Cancel is recorded on the row: a waiting job never starts, a running one stops at
@@ -98,7 +142,7 @@ class JobService:
         if updated is None:  # it finished between our read and the update
             job = self.get(job_id, tenant=tenant)
             raise AlreadyTerminal(f"job {job_id!r} is already {job.status.value}")
-        return updated
+        return readable(updated)  # the row's content is sent back: it must be sendable
 
     def retry(self, job_id: str, *, tenant: str | None) -> Job:
         """Replay a dead-lettered (failed) job with a fresh attempt budget."""

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..adapters.redis_keys import conversation_key
 from ..core.context import JobContext
 from ..core.registry import registry
 from .common import ModelField, ModelSpec
@@ -42,15 +43,11 @@ class ChatInput(BaseModel):
         return self
 
 
-def _conversation_key(tenant: str, conversation_id: str) -> str:
-    return f"tg:conv:{tenant}:{conversation_id}"
-
-
 def _history(ctx: JobContext[ChatInput]) -> list[dict[str, str]]:
     redis = ctx.services.get("redis")
     if redis is None or not ctx.input.conversation_id:
         return []
-    raw = redis.hgetall(_conversation_key(ctx.tenant, ctx.input.conversation_id))
+    raw = redis.hgetall(conversation_key(ctx.tenant, ctx.input.conversation_id))
     turns = sorted((json.loads(v) for v in raw.values()), key=lambda t: t["at"])
     out: list[dict[str, str]] = []
     for turn in turns[-MAX_HISTORY_TURNS:]:
@@ -63,7 +60,7 @@ def _remember(ctx: JobContext[ChatInput], reply: str) -> None:
     redis = ctx.services.get("redis")
     if redis is None or not ctx.input.conversation_id:
         return
-    key = _conversation_key(ctx.tenant, ctx.input.conversation_id)
+    key = conversation_key(ctx.tenant, ctx.input.conversation_id)
     # One field per job: a re-executed job overwrites its own turn instead of adding one.
     redis.hset(key, ctx.job_id, json.dumps({"at": time.time(), "user": ctx.input.message,
                                             "assistant": reply}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +11,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (in a 0700 directory if we create that) before SQLite
+    opens it: it holds every tenant's inputs, results and key hashes. SQLite gives the -wal
+    and -shm files it creates the database file's permissions, so they stay private too."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    if not path.exists():
+        # (FileExistsError: another process made it first, and made it private too.)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")

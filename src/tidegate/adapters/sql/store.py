@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import builtins
 import functools
+import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
 from ...core.errors import Unavailable
-from ...core.memory import decode_cursor, encode_cursor
+from ...core.jsonsafe import find_problem, readable, unreadable
 from ...core.models import ApiKey, Job, JobEvent, Page, Usage
 from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
 from .tables import api_keys, job_events, jobs
@@ -20,6 +23,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _WAITING = [s.value for s in WAITING]
+
+log = logging.getLogger(__name__)
 
 
 def _guard(fn: Callable[P, R]) -> Callable[P, R]:
@@ -43,6 +48,7 @@ def _row_to_job(r: Any) -> Job:
     return Job(
         id=r.id, tenant=r.tenant, type=r.type, priority=Priority(r.priority), input=r.input,
         status=Status(r.status), metadata=r.metadata or {}, idempotency_key=r.idempotency_key,
+        request_fingerprint=r.request_fingerprint,
         progress=r.progress, message=r.message, result=r.result, error_code=r.error_code,
         error_message=r.error_message, attempts=r.attempts, max_attempts=r.max_attempts,
         usage=Usage(r.input_tokens, r.output_tokens, r.cost_nano_usd, r.unpriced),
@@ -52,6 +58,62 @@ def _row_to_job(r: Any) -> Job:
         lease_expires_at=r.lease_expires_at, not_before=r.not_before,
         dispatched_at=r.dispatched_at, created_at=r.created_at, updated_at=r.updated_at,
         started_at=r.started_at, finished_at=r.finished_at)
+
+
+# Reads that show jobs to clients fetch the JSON columns undecoded and decode them here, one
+# row at a time: a value the driver cannot decode would otherwise fail the whole result.
+_JSON_COLUMNS = ("input", "metadata", "result", "checkpoint")
+
+
+def _raw_json(column: Any, dialect: str) -> Any:
+    if dialect == "postgresql":  # JSONB's text form (exact numbers), not psycopg's decoding
+        return sa.cast(column, sa.Text).label(column.name)
+    # SQLite keeps the JSON text itself; no CAST, which would print a top-level REAL with 15
+    # digits (a column of type JSON has numeric affinity, so a bare number is stored as one).
+    return sa.type_coerce(column, sa.Text).label(column.name)
+
+
+def _read_columns(dialect: str) -> list[Any]:
+    return [_raw_json(c, dialect) if c.name in _JSON_COLUMNS else c for c in jobs.c]
+
+
+def _enum_or(enum: Any, value: Any, default: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        return default
+
+
+def _read_job(r: Any) -> Job:
+    """A row selected with ``_read_columns`` as a Job; a row that cannot be decoded, or that
+    could not be sent back as JSON, as an ``unreadable`` one. Never raises."""
+    fields = dict(r._mapping)
+    problems: list[str] = []
+    for name in _JSON_COLUMNS:
+        raw = fields[name]
+        if not isinstance(raw, str | bytes):
+            continue  # a bare number SQLite stored as one (numeric affinity), or NULL
+        try:
+            fields[name] = json.loads(raw)
+        except ValueError:
+            problems.append(f"{name} is not valid JSON")
+            fields[name] = None
+    row = SimpleNamespace(**fields)
+    try:
+        job = _row_to_job(row)
+    except Exception as exc:  # a status, priority or count no version of Tidegate wrote
+        problems.append(f"the row does not fit the job model ({type(exc).__name__})")
+        job = Job(id=row.id, tenant=row.tenant, type=str(row.type),
+                  priority=_enum_or(Priority, row.priority, Priority.MEDIUM),
+                  status=_enum_or(Status, row.status, Status.FAILED), input={},
+                  attempts=row.attempts if isinstance(row.attempts, int) else 0,
+                  max_attempts=row.max_attempts if isinstance(row.max_attempts, int) else 0,
+                  created_at=row.created_at, updated_at=row.updated_at,
+                  started_at=row.started_at, finished_at=row.finished_at)
+    if problems:
+        log.warning("job %s is unreadable: %s", row.id, "; ".join(problems))
+        return unreadable(job, "; ".join(problems))
+    return readable(job)
 
 
 def _usage_values(delta: Usage | None) -> dict[str, Any]:
@@ -66,9 +128,24 @@ def _usage_values(delta: Usage | None) -> dict[str, Any]:
     return values
 
 
+def _read_detail(raw: Any) -> dict[str, Any]:
+    try:
+        detail = json.loads(raw) if isinstance(raw, str | bytes) else raw or {}
+    except ValueError:
+        return {"unreadable": "not valid JSON"}
+    if not isinstance(detail, dict):
+        return {"unreadable": "not an object"}
+    problem = find_problem(detail)
+    return detail if problem is None else {"unreadable": f"{problem[0]} {problem[1]}"}
+
+
 class SqlJobStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._read = _read_columns(engine.dialect.name)
+
+    def _select_readable(self) -> Any:
+        return sa.select(*self._read)
 
     # -- jobs ---------------------------------------------------------------------------
     @_guard
@@ -76,7 +153,8 @@ class SqlJobStore:
         values = {
             "id": job.id, "tenant": job.tenant, "type": job.type, "status": job.status.value,
             "priority": job.priority.value, "input": job.input, "metadata": job.metadata,
-            "idempotency_key": job.idempotency_key, "progress": 0, "message": "",
+            "idempotency_key": job.idempotency_key,
+            "request_fingerprint": job.request_fingerprint, "progress": 0, "message": "",
             "attempts": 0, "max_attempts": job.max_attempts, "checkpoint": {},
             "cancel_requested": False, "created_at": job.created_at,
             "updated_at": job.updated_at, "input_tokens": 0, "output_tokens": 0,
@@ -100,39 +178,39 @@ class SqlJobStore:
 
     def _by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(jobs).where(
+            row = conn.execute(self._select_readable().where(
                 jobs.c.tenant == tenant, jobs.c.idempotency_key == key)).first()
-        return _row_to_job(row) if row else None
+        return _read_job(row) if row else None
 
     @_guard
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
-        q = sa.select(jobs).where(jobs.c.id == job_id)
+        q = self._select_readable().where(jobs.c.id == job_id)
         if tenant is not None:
             q = q.where(jobs.c.tenant == tenant)
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
-        return _row_to_job(row) if row else None
+        return _read_job(row) if row else None
 
     @_guard
     def list(self, *, tenant: str | None, status: Status | None = None, type: str | None = None,
-             limit: int = 50, cursor: str | None = None) -> Page:
-        q = sa.select(jobs)
+             limit: int = 50, after: tuple[datetime, str] | None = None) -> Page:
+        q = self._select_readable()
         if tenant is not None:
             q = q.where(jobs.c.tenant == tenant)
         if status is not None:
             q = q.where(jobs.c.status == status.value)
         if type is not None:
             q = q.where(jobs.c.type == type)
-        if cursor:
-            at, cid = decode_cursor(cursor)
+        if after is not None:
+            at, cid = after
             q = q.where(sa.or_(jobs.c.created_at < at,
                                sa.and_(jobs.c.created_at == at, jobs.c.id < cid)))
         q = q.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
         with self.engine.connect() as conn:
-            rows = [_row_to_job(r) for r in conn.execute(q)]
+            rows = [_read_job(r) for r in conn.execute(q)]
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(rows, encode_cursor(rows[-1]) if more and rows else None)
+        return Page(rows, (rows[-1].created_at, rows[-1].id) if more and rows else None)
 
     @_guard
     def mark_dispatched(self, job_id: str, at: datetime) -> None:
@@ -287,11 +365,14 @@ class SqlJobStore:
 
     @_guard
     def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]:
+        dialect = self.engine.dialect.name
+        columns = [_raw_json(c, dialect) if c.name == "detail" else c for c in job_events.c]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(job_events).where(
+            rows = conn.execute(sa.select(*columns).where(
                 job_events.c.job_id == job_id, job_events.c.id > after_id,
             ).order_by(job_events.c.id)).all()
-        return [JobEvent(r.job_id, r.kind, r.at, r.attempt, r.detail or {}, r.id) for r in rows]
+        return [JobEvent(r.job_id, r.kind, r.at, r.attempt, _read_detail(r.detail), r.id)
+                for r in rows]
 
     @_guard
     def count_by_status(self) -> dict[str, int]:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ...core.errors import NotFound
+from ...core.errors import NotFound, Unavailable
 from ..deps import ContainerDep, ServiceDep, TenantDep
 from ..schemas import JobAccepted, JobCreate, JobEventPublic, JobList, JobPublic
 
@@ -105,6 +105,9 @@ async def stream_job(job_id: str, container: ContainerDep, tenant: TenantDep) ->
                 current = await run_in_threadpool(service.get, job_id, tenant=tenant)
             except NotFound:
                 yield f"event: error\ndata: {json.dumps({'code': 'not_found'})}\n\n"
+                return
+            except Unavailable:  # the database blinked: say so, the client reconnects
+                yield f"event: error\ndata: {json.dumps({'code': 'unavailable'})}\n\n"
                 return
 
     return StreamingResponse(events(), media_type="text/event-stream",
