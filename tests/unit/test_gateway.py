@@ -79,7 +79,7 @@ def setup(tmp_path: Path):
         now = utcnow()
         job, _ = store.create(Job(id=new_job_id(), tenant="t", type="t",
                                   priority=Priority.HIGH, input={}))
-        store.claim(job.id, owner="w", lease_until=now + timedelta(seconds=30), now=now)
+        store.claim(job.id, owner="w", lease_s=30)
         return JobContext(job_id=job.id, tenant="t", job_type="t", attempt=1, max_attempts=3,
                           input=Nothing(), store=store, checkpoint={},
                           services={"llm": gateway}, priority="high")

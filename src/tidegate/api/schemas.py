@@ -17,6 +17,10 @@ class JobCreate(BaseModel):
     priority: Literal["high", "medium", "low"] | None = Field(
         default=None, description="overrides the job type's default queue")
     metadata: dict[str, Any] | None = Field(default=None, description="echoed back, not used")
+    deadline_s: float | None = Field(default=None, gt=0, description="seconds from now; past "
+                                     "them the job fails with `expired` instead of waiting")
+    expires_at: datetime | None = Field(default=None, description="the same deadline as a "
+                                        "time with a zone; give one of the two")
 
 
 class UsagePublic(BaseModel):
@@ -55,6 +59,7 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -67,7 +72,8 @@ class JobPublic(BaseModel):
                               output_tokens=job.usage.output_tokens,
                               cost_usd=round(job.usage.cost_usd, 6)),
             metadata=job.metadata, cancel_requested=job.cancel_requested,
-            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            expires_at=job.expires_at)
 
 
 class JobList(BaseModel):

@@ -60,6 +60,11 @@ class Job:
     updated_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # The client's deadline: past it a waiting job, or an attempt that ends in a retry, fails
+    # with `expired`.
+    expires_at: datetime | None = None
+    # Since when the job has been parked for provider quota without a call being granted.
+    quota_wait_since: datetime | None = None
 
     @property
     def error(self) -> dict[str, str] | None:
@@ -76,6 +81,14 @@ class JobEvent:
     attempt: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventNote:
+    """The history entry a transition writes in the same transaction as the change."""
+
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,10 @@ def get_runtime() -> Runtime:
             worker_id = f"{socket.gethostname()}/{os.getpid()}"
             runner = Runner(container.store, container.registry, worker_id=worker_id,
                             config=RunnerConfig(lease_s=settings.lease_s,
-                                                heartbeat_s=settings.heartbeat_s),
+                                                heartbeat_s=settings.heartbeat_s,
+                                                backoff_base_s=settings.retry_backoff_base_s,
+                                                backoff_cap_s=settings.retry_backoff_cap_s,
+                                                max_quota_wait_s=settings.max_quota_wait_s),
                             services=build_services(container),
                             time_limit_errors=(SoftTimeLimitExceeded,))
             _runtime = Runtime(container, runner, os.getpid())
@@ -66,7 +69,7 @@ def build_services(container: Container) -> dict[str, object]:
 
     from ..adapters.limiter import RedisLimiter
     from ..core.limits import SERVICE_POLICY
-    from ..llm import LLMGateway
+    from ..llm import GatewayPolicy, LLMGateway
     from ..llm_config import load_llm_config
     from ..providers import build_providers
 
@@ -75,5 +78,8 @@ def build_services(container: Container) -> dict[str, object]:
                                  socket_connect_timeout=3, health_check_interval=30)
     config = load_llm_config(str(settings.llm_config) if settings.llm_config else None)
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
-    gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config)
+    policy = GatewayPolicy(backoff_base_s=settings.retry_backoff_base_s,
+                           backoff_cap_s=settings.retry_backoff_cap_s)
+    gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
+                         policy=policy)
     return {"settings": settings, "redis": state, "llm": gateway}
