@@ -14,7 +14,7 @@ carries a cancel request or its deadline has passed (see :data:`CANCELLED` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -104,9 +104,10 @@ def decide(facts: Facts, again: Again, *, now: datetime, max_quota_wait_s: float
         if waiting_since is not None:
             waited = (now - waiting_since).total_seconds()
             if waited >= max_quota_wait_s:
-                return _ended(Status.FAILED, "quota_timeout",
-                              f"waited {waited:.0f}s for provider quota (at most "
-                              f"{max_quota_wait_s:g}s): {again.message}")
+                timeout = _ended(Status.FAILED, "quota_timeout",
+                                 f"waited {waited:.0f}s for provider quota (at most "
+                                 f"{max_quota_wait_s:g}s): {again.message}")
+                return replace(timeout, refund_attempt=True)  # waiting is still no attempt
         quota_wait = "start" if again.progressed else "continue"
     if again.requeue:
         return Decision(Status.QUEUED, again.code, again.message,
