@@ -5,6 +5,7 @@ A seeded random loop (reproducible: the seed is in the test id) on every JobStor
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -70,10 +71,8 @@ def test_random_cancels_during_quota_churn_never_strand_a_job(store, seed: int) 
             victim = rng.choice(ids)
             if victim in cancelled:
                 continue
-            try:
+            with contextlib.suppress(AlreadyTerminal):
                 cancelled[victim] = service.cancel(victim, tenant="t").status
-            except AlreadyTerminal:
-                pass
 
     def worker() -> None:
         while not stop.is_set():

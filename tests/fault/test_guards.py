@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,7 +13,6 @@ from pydantic import BaseModel
 
 from tidegate.core.context import JobContext
 from tidegate.core.memory import InMemoryDispatcher, InMemoryJobStore
-from tidegate.core.models import utcnow
 from tidegate.core.registry import Registry
 from tidegate.core.runner import Runner, RunnerConfig
 from tidegate.core.service import JobService

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from tidegate.core.llm import (
     TransientError,
 )
 from tidegate.core.memory import InMemoryJobStore
-from tidegate.core.models import Job, new_job_id, utcnow
+from tidegate.core.models import Job, new_job_id
 from tidegate.core.statuses import Priority
 from tidegate.llm import GatewayPolicy, LLMGateway
 from tidegate.llm_config import load_llm_config
@@ -76,7 +75,6 @@ def setup(tmp_path: Path):
     store = InMemoryJobStore()
 
     def context() -> JobContext[Nothing]:
-        now = utcnow()
         job, _ = store.create(Job(id=new_job_id(), tenant="t", type="t",
                                   priority=Priority.HIGH, input={}))
         store.claim(job.id, owner="w", lease_s=30)
