@@ -45,8 +45,9 @@ def test_time_limit_retries_a_hung_attempt_and_frees_the_handler() -> None:
     job, _ = rt.container.service.submit(tenant="t", type="hang", input={})
     outcome: list[Any] = []
     started = time.monotonic()
-    with TimeLimit(rt, job.id, 0.5):
-        thread = threading.Thread(target=lambda: outcome.append(rt.runner.run(job.id)))
+    with TimeLimit(rt, job.id, 0.5) as limit:
+        thread = threading.Thread(
+            target=lambda: outcome.append(rt.runner.run(job.id, on_claim=limit.pin)))
         thread.start()
         thread.join(10)
     assert outcome and outcome[0].kind == "lost"  # the handler stopped and wrote nothing
