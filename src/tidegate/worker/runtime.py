@@ -7,12 +7,16 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ..config import Settings, load_settings
 from ..core.runner import Runner, RunnerConfig
 from ..wiring import Container, build_container
+
+if TYPE_CHECKING:
+    from ..llm import GatewayPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +50,26 @@ def get_runtime() -> Runtime:
             container = build_container(settings)
             worker_id = f"{socket.gethostname()}/{os.getpid()}"
             runner = Runner(container.store, container.registry, worker_id=worker_id,
-                            config=RunnerConfig(lease_s=settings.lease_s,
-                                                heartbeat_s=settings.heartbeat_s,
-                                                backoff_base_s=settings.retry_backoff_base_s,
-                                                backoff_cap_s=settings.retry_backoff_cap_s,
-                                                max_quota_wait_s=settings.max_quota_wait_s),
+                            config=runner_config(settings),
                             services=build_services(container),
                             time_limit_errors=(SoftTimeLimitExceeded,))
             _runtime = Runtime(container, runner, os.getpid())
         return _runtime
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    return RunnerConfig(lease_s=settings.lease_s, heartbeat_s=settings.heartbeat_s,
+                        backoff_base_s=settings.retry_backoff_base_s,
+                        backoff_cap_s=settings.retry_backoff_cap_s,
+                        max_quota_wait_s=settings.max_quota_wait_s)
+
+
+def gateway_policy(settings: Settings) -> GatewayPolicy:
+    """The gateway retries a job after a transient provider error with the runner's backoff."""
+    from ..llm import GatewayPolicy
+
+    return GatewayPolicy(backoff_base_s=settings.retry_backoff_base_s,
+                         backoff_cap_s=settings.retry_backoff_cap_s)
 
 
 def current() -> Runtime | None:
@@ -69,7 +84,7 @@ def build_services(container: Container) -> dict[str, object]:
 
     from ..adapters.limiter import RedisLimiter
     from ..core.limits import SERVICE_POLICY
-    from ..llm import GatewayPolicy, LLMGateway
+    from ..llm import LLMGateway
     from ..llm_config import load_llm_config
     from ..providers import build_providers
 
@@ -78,8 +93,6 @@ def build_services(container: Container) -> dict[str, object]:
                                  socket_connect_timeout=3, health_check_interval=30)
     config = load_llm_config(str(settings.llm_config) if settings.llm_config else None)
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
-    policy = GatewayPolicy(backoff_base_s=settings.retry_backoff_base_s,
-                           backoff_cap_s=settings.retry_backoff_cap_s)
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
-                         policy=policy)
+                         policy=gateway_policy(settings))
     return {"settings": settings, "redis": state, "llm": gateway}

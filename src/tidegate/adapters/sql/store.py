@@ -147,7 +147,7 @@ class SqlJobStore:
     def _at(self, base: datetime, offset_s: float = 0.0) -> Any:
         """The database's now (+ offset) as an SQL expression; ``base`` is SQLite's now."""
         if self._pg:
-            expr = sa.func.now()
+            expr: Any = sa.func.now()
             if offset_s:
                 expr = expr + sa.literal(timedelta(seconds=offset_s), sa.Interval())
             return sa.cast(expr, UTCDateTime())
