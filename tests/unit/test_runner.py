@@ -348,3 +348,21 @@ def test_a_cancel_between_heartbeats_is_not_lost_by_the_quota_park(env) -> None:
     job, _ = service.submit(tenant="t", type="park", input={})
     assert runner.run(job.id).kind == "cancelled"
     assert store.get(job.id).status is Status.CANCELLED
+
+
+def test_the_retry_decision_survives_a_database_blip(env) -> None:
+    from tidegate.core.errors import Unavailable
+
+    service, runner, store, _, _ = env
+    job, _ = service.submit(tenant="t", type="boom", input={})
+    real_now, failures = store.now, [2]
+
+    def flaky_now():
+        if failures[0]:
+            failures[0] -= 1
+            raise Unavailable("database unavailable")
+        return real_now()
+
+    store.now = flaky_now
+    assert runner.run(job.id).kind == "retry"
+    assert store.get(job.id).status is Status.RETRYING and failures == [0]

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, full_jitter
 from .context import JobContext
@@ -29,6 +29,8 @@ from .registry import Registry
 from .statuses import WAITING, Status
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +147,19 @@ class Runner:
     def _write(self, **kw: Any) -> Status | None:
         """The final write of an attempt, retried through a short database outage: giving up
         would throw a finished result away and run the job again once its lease expires."""
+        return self._through_outage(lambda: self.store.finish(**kw), kw.get("job_id"))
+
+    def _through_outage(self, fn: Callable[[], T], job_id: object) -> T:
         deadline = time.monotonic() + self.config.lease_s
         delay = 0.2
         while True:
             try:
-                return self.store.finish(**kw)
+                return fn()
             except Unavailable:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("job %s: database unavailable for the final write; retrying",
-                            kw.get("job_id"))
+                            job_id)
                 time.sleep(delay)
                 delay = min(2.0, delay * 2)
 
@@ -188,8 +193,9 @@ class Runner:
         again = Again(exc.delay_s, exc.error_code, exc.error_message, exc.reason,
                       counts_as_attempt=exc.counts_as_attempt,
                       progressed=ctx.usage != Usage())  # a provider call was granted
+        now = self._through_outage(self.store.now, job.id)
         decision = decide(Facts.of(job, attempt=ctx.attempt, cancelled=ctx.cancelled), again,
-                          now=self.store.now(), max_quota_wait_s=self.max_quota_wait_s(job.type))
+                          now=now, max_quota_wait_s=self.max_quota_wait_s(job.type))
         written = self._write(job_id=job.id, attempt=ctx.attempt,
                               usage_delta=ctx.take_unflushed_usage(), **decision.finish_args())
         return self._outcome(written, decision.delay_s, job)
