@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=30.0, gt=1)
     heartbeat_s: float = Field(default=2.0, gt=0)
     job_time_limit_s: int = Field(default=1800, ge=10)
+    retry_backoff_base_s: float = Field(default=2.0, gt=0, description="retries wait a random "
+                                        "time up to base * 2**(attempt-1), capped")
+    retry_backoff_cap_s: float = Field(default=60.0, gt=0)
+    max_quota_wait_s: float = Field(default=3600.0, gt=0, description="a job waiting this "
+                                    "long for provider quota in a row fails (quota_timeout), "
+                                    "unless its job type sets its own maximum")
     visibility_timeout_s: int = Field(default=7200, ge=60)
     worker_concurrency: int = Field(default=8, ge=1)
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"

@@ -198,3 +198,26 @@ def test_prometheus_metrics(api) -> None:
     assert 'tidegate_jobs{status="queued"} 1.0' in text
     assert 'tidegate_source_up{source="database"} 1.0' in text
     assert 'tidegate_queue_ready{queue="medium"}' in text
+
+
+def test_a_deadline_is_accepted_shown_and_validated(api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    client, a, _ = api
+    r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"},
+                                      "deadline_s": 120}, headers=a)
+    assert r.status_code == 202, r.text
+    job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
+    left = datetime.fromisoformat(job["expires_at"]) - datetime.now(UTC)
+    assert timedelta(seconds=110) < left <= timedelta(seconds=120)
+    at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"},
+                                      "expires_at": at.isoformat()}, headers=a)
+    job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
+    assert datetime.fromisoformat(job["expires_at"]) == at
+    for bad in ({"deadline_s": 0}, {"deadline_s": 5, "expires_at": at.isoformat()},
+                {"expires_at": "2001-01-01T00:00:00Z"}):
+        r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"}, **bad},
+                        headers=a)
+        assert r.status_code in (400, 422), (bad, r.text)
+        assert "error" in r.json(), r.text

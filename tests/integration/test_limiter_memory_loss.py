@@ -12,7 +12,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from tidegate.core.errors import RetryLater
 from tidegate.core.limits import SERVICE_POLICY, LaneLimits, LimiterPolicy
 from tidegate.core.llm import LLMRequest, LLMResponse, RateLimitInfo
 from tidegate.core.memory import InMemoryJobStore
-from tidegate.core.models import Job, new_job_id, utcnow
+from tidegate.core.models import Job, new_job_id
 from tidegate.core.statuses import Priority
 from tidegate.llm import GatewayPolicy, LLMGateway
 from tidegate.llm_config import load_llm_config
@@ -75,10 +74,9 @@ def test_a_flushed_redis_gets_the_gateways_limits_back_on_the_next_call(
     store = InMemoryJobStore()
 
     def ask() -> object:
-        now = utcnow()
         job, _ = store.create(Job(id=new_job_id(), tenant="t", type="t",
                                   priority=Priority.HIGH, input={}))
-        store.claim(job.id, owner="w", lease_until=now + timedelta(seconds=30), now=now)
+        store.claim(job.id, owner="w", lease_s=30)
         ctx = JobContext(job_id=job.id, tenant="t", job_type="t", attempt=1, max_attempts=3,
                          input=Nothing(), store=store, checkpoint={},
                          services={"llm": gateway}, priority="high")

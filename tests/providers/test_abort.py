@@ -48,21 +48,19 @@ def test_a_call_without_a_handle_is_untouched(sim: Sim, providers: Providers) ->
 
 
 def _job_context(store, gateway):
-    from datetime import timedelta
 
     from pydantic import BaseModel
 
     from tidegate.core.context import JobContext
-    from tidegate.core.models import Job, new_job_id, utcnow
+    from tidegate.core.models import Job, new_job_id
     from tidegate.core.statuses import Priority
 
     class Nothing(BaseModel):
         pass
 
-    now = utcnow()
     job, _ = store.create(Job(id=new_job_id(), tenant="t", type="chat", priority=Priority.HIGH,
                               input={}))
-    store.claim(job.id, owner="w", lease_until=now + timedelta(seconds=30), now=now)
+    store.claim(job.id, owner="w", lease_s=30)
     return JobContext(job_id=job.id, tenant="t", job_type="chat", attempt=1, max_attempts=3,
                       input=Nothing(), store=store, checkpoint={}, services={"llm": gateway},
                       priority="high")

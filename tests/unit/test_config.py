@@ -60,3 +60,15 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_passwords_are_redacted() -> None:
     assert redact("postgresql://user:hunter2@db/x") == "postgresql://user:***@db/x"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_retry_backoff_and_quota_wait_reach_the_runner_and_the_gateway(monkeypatch) -> None:
+    from tidegate.worker.runtime import gateway_policy, runner_config
+
+    monkeypatch.setenv("TIDEGATE_RETRY_BACKOFF_BASE_S", "0.5")
+    monkeypatch.setenv("TIDEGATE_RETRY_BACKOFF_CAP_S", "7")
+    monkeypatch.setenv("TIDEGATE_MAX_QUOTA_WAIT_S", "90")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    cfg, policy = runner_config(s), gateway_policy(s)
+    assert (cfg.backoff_base_s, cfg.backoff_cap_s, cfg.max_quota_wait_s) == (0.5, 7, 90)
+    assert (policy.backoff_base_s, policy.backoff_cap_s) == (0.5, 7)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from tidegate.core.llm import (
     TransientError,
 )
 from tidegate.core.memory import InMemoryJobStore
-from tidegate.core.models import Job, new_job_id, utcnow
+from tidegate.core.models import Job, new_job_id
 from tidegate.core.statuses import Priority
 from tidegate.llm import GatewayPolicy, LLMGateway
 from tidegate.llm_config import load_llm_config
@@ -77,10 +76,9 @@ def setup(tmp_path: Path):
     store = InMemoryJobStore()
 
     def context() -> JobContext[Nothing]:
-        now = utcnow()
         job, _ = store.create(Job(id=new_job_id(), tenant="t", type="t",
                                   priority=Priority.HIGH, input={}))
-        store.claim(job.id, owner="w", lease_until=now + timedelta(seconds=30), now=now)
+        store.claim(job.id, owner="w", lease_s=30)
         return JobContext(job_id=job.id, tenant="t", job_type="t", attempt=1, max_attempts=3,
                           input=Nothing(), store=store, checkpoint={},
                           services={"llm": gateway}, priority="high")
@@ -216,10 +214,9 @@ def test_a_dated_snapshot_costs_its_family_price(tmp_path: Path) -> None:
     providers.add(Fake("openai"))
     gateway = LLMGateway(providers, InMemoryLimiter(time.time), load_llm_config(str(cfg_file)))
     store = InMemoryJobStore()
-    now = utcnow()
     job, _ = store.create(Job(id=new_job_id(), tenant="t", type="t", priority=Priority.HIGH,
                               input={}))
-    store.claim(job.id, owner="w", lease_until=now + timedelta(seconds=30), now=now)
+    store.claim(job.id, owner="w", lease_s=30)
     ctx = JobContext(job_id=job.id, tenant="t", job_type="t", attempt=1, max_attempts=3,
                      input=Nothing(), store=store, checkpoint={}, services={"llm": gateway})
     _, rec = ask(ctx, model="openai:gpt-4o-2024-08-06")

@@ -181,3 +181,188 @@ def test_time_limit_errors_get_their_own_code(env) -> None:
     job, _ = service.submit(tenant="t", type="slowpoke", input={})
     assert timed.run(job.id).kind == "failed"
     assert store.get(job.id).error_code == "time_limit"
+
+
+# -- deadlines and quota waits ---------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+
+def lane_saturated(registry, *, granted_on: set[int] | None = None, **kw) -> list[int]:
+    """A job type that always parks for quota; on the deliveries in ``granted_on`` a provider
+    call was granted (usage added) before the lane filled up again."""
+    from tidegate.core.errors import RetryLater
+    from tidegate.core.models import Usage
+
+    deliveries: list[int] = []
+
+    @registry.job_type("saturated", input_model=Anything, priority="medium", **kw)
+    def saturated(ctx):
+        deliveries.append(len(deliveries) + 1)
+        if len(deliveries) in (granted_on or set()):
+            ctx.add_usage(Usage(10, 5))
+        raise RetryLater(30, reason="lane full", counts_as_attempt=False,
+                         error_code="waiting_for_quota",
+                         error_message="lane sim:fast is at its rpm limit")
+
+    return deliveries
+
+
+def quota_env(**kw):
+    clock = FakeClock()
+    store, dispatcher = InMemoryJobStore(clock=clock), InMemoryDispatcher()
+    registry = make_registry([])
+    service = JobService(store, dispatcher, registry, clock=clock)
+    runner = Runner(store, registry, worker_id="w",
+                    config=RunnerConfig(heartbeat_s=5, max_quota_wait_s=600))
+    return clock, store, service, runner, registry
+
+
+def redeliver(clock, runner, job_id, after_s: float):
+    clock.now += timedelta(seconds=after_s)
+    return runner.run(job_id)
+
+
+def test_continuous_quota_wait_fails_with_quota_timeout_naming_the_lane() -> None:
+    clock, store, service, runner, registry = quota_env()
+    lane_saturated(registry, max_quota_wait_s=100)
+    job, _ = service.submit(tenant="t", type="saturated", input={})
+    assert runner.run(job.id).kind == "retry"
+    since = store.get(job.id).quota_wait_since
+    assert since == clock.now
+    for _ in range(3):  # 30 s, 60 s, 90 s of waiting: still within 100 s
+        assert redeliver(clock, runner, job.id, 30).kind == "retry"
+        assert store.get(job.id).quota_wait_since == since  # one continuous wait
+    assert redeliver(clock, runner, job.id, 30).kind == "failed"
+    got = store.get(job.id)
+    assert got.status is Status.FAILED and got.error_code == "quota_timeout"
+    assert "sim:fast" in got.error_message and got.attempts == 0
+
+
+def test_a_granted_call_restarts_the_quota_wait() -> None:
+    clock, store, service, runner, registry = quota_env()
+    lane_saturated(registry, granted_on={3}, max_quota_wait_s=100)
+    job, _ = service.submit(tenant="t", type="saturated", input={})
+    runner.run(job.id)
+    redeliver(clock, runner, job.id, 60)
+    assert redeliver(clock, runner, job.id, 60).kind == "retry"  # a call went through
+    assert store.get(job.id).quota_wait_since == clock.now
+    assert redeliver(clock, runner, job.id, 60).kind == "retry"  # 60 s into the new wait
+    assert redeliver(clock, runner, job.id, 60).kind == "failed"
+
+
+def test_the_worker_default_bounds_job_types_without_their_own() -> None:
+    clock, store, service, runner, registry = quota_env()
+    lane_saturated(registry)  # no max_quota_wait_s: the runner's 600 s
+    job, _ = service.submit(tenant="t", type="saturated", input={})
+    runner.run(job.id)
+    waited = 0
+    while redeliver(clock, runner, job.id, 30).kind == "retry":
+        waited += 30
+        assert waited < 1000
+    assert waited + 30 == 600  # failed on the first delivery 600 s into the wait
+    assert store.get(job.id).error_code == "quota_timeout"
+
+
+def test_a_retry_past_the_deadline_fails_expired() -> None:
+    clock, store, service, runner, registry = quota_env()
+    lane_saturated(registry)
+    job, _ = service.submit(tenant="t", type="saturated", input={}, deadline_s=45)
+    assert runner.run(job.id).kind == "retry"
+    assert redeliver(clock, runner, job.id, 30).kind == "retry"
+    # due at 60 s, past the deadline: the delivery ends it instead of running it
+    assert redeliver(clock, runner, job.id, 30).kind == "failed"
+    got = store.get(job.id)
+    assert got.status is Status.FAILED and got.error_code == "expired"
+    assert got.expires_at is not None
+
+
+def test_an_attempt_that_ends_in_a_retry_after_the_deadline_fails_expired() -> None:
+    clock, store, service, runner, registry = quota_env()
+    job, _ = service.submit(tenant="t", type="boom", input={},
+                            expires_at=clock.now + timedelta(seconds=5))
+    real = runner.registry.get("boom").handler
+
+    def slow_boom(ctx):
+        clock.now += timedelta(seconds=10)  # the attempt outlives the deadline
+        return real(ctx)
+
+    object.__setattr__(runner.registry.get("boom"), "handler", slow_boom)
+    assert runner.run(job.id).kind == "failed"
+    assert store.get(job.id).error_code == "expired"
+
+
+def test_submit_validates_the_deadline(env) -> None:
+    service, _, store, _, _ = env
+    with pytest.raises(InvalidInput, match="not both"):
+        service.submit(tenant="t", type="ok", input={}, deadline_s=5,
+                       expires_at=utcnow() + timedelta(seconds=5))
+    with pytest.raises(InvalidInput, match="past"):
+        service.submit(tenant="t", type="ok", input={}, expires_at=utcnow())
+    with pytest.raises(InvalidInput, match="zone"):
+        service.submit(tenant="t", type="ok", input={},
+                       expires_at=utcnow().replace(tzinfo=None) + timedelta(hours=1))
+    with pytest.raises(InvalidInput, match="positive"):
+        service.submit(tenant="t", type="ok", input={}, deadline_s=0)
+
+
+# -- dispatch never changes a committed submit's answer --------------------------------------
+def test_a_database_blip_after_the_publish_keeps_the_202(env) -> None:
+    from tidegate.core.errors import Unavailable
+
+    service, _, store, dispatcher, _ = env
+
+    def blip(*a, **k):
+        raise Unavailable("database unavailable")
+
+    store.mark_dispatched = blip
+    job, created = service.submit(tenant="t", type="ok", input={})
+    assert created and dispatcher.sent == [(job.id, "high", 0.0)]
+    assert store.get(job.id).status is Status.QUEUED  # the sweep re-sends it: one duplicate
+
+
+def test_dispatch_does_not_overwrite_a_workers_reset(env) -> None:
+    service, runner, store, dispatcher, _ = env
+    job, _ = service.submit(tenant="t", type="quota", input={})
+    sent_for = store.get(job.id)
+    # the message is consumed and the job parked again before the send is recorded
+    store._jobs[job.id].dispatched_at = None
+    assert runner.run(job.id).kind == "retry"
+    assert service.dispatch(sent_for)  # the stale send records nothing
+    assert store.get(job.id).dispatched_at is None
+
+
+def test_a_cancel_between_heartbeats_is_not_lost_by_the_quota_park(env) -> None:
+    service, runner, store, _, _ = env
+    from tidegate.core.errors import RetryLater
+
+    @service.registry.job_type("park", input_model=Anything, priority="low")
+    def park(ctx):
+        service.cancel(ctx.job_id, tenant="t")  # DELETE lands; the heartbeat has not seen it
+        raise RetryLater(1, reason="lane full", counts_as_attempt=False)
+
+    job, _ = service.submit(tenant="t", type="park", input={})
+    assert runner.run(job.id).kind == "cancelled"
+    assert store.get(job.id).status is Status.CANCELLED
+
+
+def test_the_retry_decision_survives_a_database_blip(env) -> None:
+    from tidegate.core.errors import Unavailable
+
+    service, runner, store, _, _ = env
+    job, _ = service.submit(tenant="t", type="boom", input={})
+    real_now, failures = store.now, [2]
+
+    def flaky_now():
+        if failures[0]:
+            failures[0] -= 1
+            raise Unavailable("database unavailable")
+        return real_now()
+
+    store.now = flaky_now
+    assert runner.run(job.id).kind == "retry"
+    assert store.get(job.id).status is Status.RETRYING and failures == [0]

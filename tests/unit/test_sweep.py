@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tidegate.core.memory import InMemoryDispatcher, InMemoryJobStore
 from tidegate.core.models import utcnow
 from tidegate.core.registry import Registry
@@ -22,8 +24,7 @@ def setup(max_attempts: int = 3):
 
 
 def expire(store: InMemoryJobStore, job_id: str) -> None:
-    now = utcnow()
-    store.claim(job_id, owner="dead-worker", lease_until=now - timedelta(seconds=1), now=now)
+    store.claim(job_id, owner="dead-worker", lease_s=-1)  # a lease that already ran out
 
 
 def test_expired_lease_is_requeued_and_resent() -> None:
@@ -51,7 +52,7 @@ def test_cancel_requested_on_a_dead_worker_ends_cancelled() -> None:
     store, _, service, sweeper = setup()
     job, _ = service.submit(tenant="t", type="ok", input={})
     expire(store, job.id)
-    store.request_cancel(job.id, tenant="t", now=utcnow())
+    store.request_cancel(job.id, tenant="t")
     assert sweeper.sweep().cancelled == 1
     assert store.get(job.id).status is Status.CANCELLED
 
@@ -72,16 +73,113 @@ def test_two_sweeps_racing_requeue_once() -> None:
     job, _ = service.submit(tenant="t", type="ok", input={})
     expire(store, job.id)
     other = Sweeper(service, SweepConfig(dispatch_grace_s=0))
-    stale = store.expired_leases(utcnow())
+    stale = store.expired_leases()
     assert sweeper.sweep().requeued == 1
     # the second sweep read the same stale row; its conditional update loses
-    assert not store.requeue(stale[0].id, from_status=Status.RUNNING, attempt=1, now=utcnow())
+    assert not store.requeue(stale[0].id, from_status=Status.RUNNING, attempt=1,
+                             lease_expired=True)
     assert other.sweep().requeued == 0
 
 
 def test_purge_by_retention() -> None:
     store, _, service, sweeper = setup()
     job, _ = service.submit(tenant="t", type="ok", input={})
-    store.claim(job.id, owner="w", lease_until=utcnow() + timedelta(seconds=30), now=utcnow())
-    store.finish(job.id, attempt=1, status=Status.SUCCEEDED, now=utcnow() - timedelta(days=8))
+    store.claim(job.id, owner="w", lease_s=30)
+    store.finish(job.id, attempt=1, status=Status.SUCCEEDED)
+    store._jobs[job.id].finished_at = utcnow() - timedelta(days=8)
     assert sweeper.purge() == 1
+
+
+def renewing_between_read_and_write(store: InMemoryJobStore) -> None:
+    """The sweep reads the expired leases, then the worker renews before the sweep writes."""
+    read = store.expired_leases
+
+    def expired_leases(limit: int = 100):
+        stale = read(limit)
+        for job in stale:
+            assert store.renew_lease(job.id, attempt=job.attempts, owner=job.lease_owner,
+                                     lease_s=30) == (True, job.cancel_requested)
+        return stale
+
+    store.expired_leases = expired_leases  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("type_, cancel", [("ok", False), ("boom", False), ("ok", True)])
+def test_a_lease_renewed_after_the_sweep_read_it_stays_with_its_worker(type_, cancel) -> None:
+    store, dispatcher, service, sweeper = setup()
+    job, _ = service.submit(tenant="t", type=type_, input={})
+    if type_ == "boom":  # max_attempts=2: the sweep would fail it with worker_lost
+        expire(store, job.id)
+        sweeper.sweep()
+    expire(store, job.id)
+    if cancel:
+        store.request_cancel(job.id, tenant="t")
+    renewing_between_read_and_write(store)
+    report = sweeper.sweep()
+    assert (report.requeued, report.worker_lost, report.cancelled) == (0, 0, 0)
+    got = store.get(job.id)
+    assert got.status is Status.RUNNING and got.lease_owner == "dead-worker"
+
+
+def test_a_cancel_racing_the_requeue_ends_cancelled() -> None:
+    store, dispatcher, service, sweeper = setup()
+    job, _ = service.submit(tenant="t", type="ok", input={})
+    expire(store, job.id)
+    read = store.expired_leases
+
+    def cancel_after_read(limit: int = 100):
+        stale = read(limit)
+        store.request_cancel(job.id, tenant="t")  # the DELETE lands between read and write
+        return stale
+
+    store.expired_leases = cancel_after_read  # type: ignore[method-assign]
+    assert sweeper.sweep().cancelled == 1
+    assert store.get(job.id).status is Status.CANCELLED
+    assert [s[0] for s in dispatcher.sent] == [job.id]  # not sent again
+
+
+def test_a_waiting_row_that_still_carries_a_cancel_request_is_cancelled() -> None:
+    # e.g. parked by a version that did not fold the cancel into its write
+    store, _, service, sweeper = setup()
+    job, _ = service.submit(tenant="t", type="ok", input={})
+    store._jobs[job.id].cancel_requested = True
+    assert sweeper.sweep().cancelled == 1
+    got = store.get(job.id)
+    assert got.status is Status.CANCELLED and got.error_code == "cancelled"
+    assert store.events(job.id)[-1].kind == "cancelled"
+
+
+def test_waiting_rows_past_their_deadline_fail_expired() -> None:
+    clock = FakeClock()
+    store, dispatcher = InMemoryJobStore(clock=clock), InMemoryDispatcher()
+    service = JobService(store, dispatcher, make_registry([]), clock=clock)
+    sweeper = Sweeper(service, SweepConfig(dispatch_grace_s=0), clock=clock)
+    job, _ = service.submit(tenant="t", type="ok", input={}, deadline_s=60)
+    assert store.get(job.id).expires_at == clock.now + timedelta(seconds=60)
+    clock.now += timedelta(seconds=59)
+    assert sweeper.sweep().expired == 0
+    clock.now += timedelta(seconds=2)
+    assert sweeper.sweep().expired == 1
+    got = store.get(job.id)
+    assert got.status is Status.FAILED and got.error_code == "expired"
+    assert got.finished_at == clock.now
+
+
+def test_an_expired_lease_past_the_deadline_fails_expired() -> None:
+    clock = FakeClock()
+    store, dispatcher = InMemoryJobStore(clock=clock), InMemoryDispatcher()
+    service = JobService(store, dispatcher, make_registry([]), clock=clock)
+    sweeper = Sweeper(service, SweepConfig(dispatch_grace_s=0), clock=clock)
+    job, _ = service.submit(tenant="t", type="ok", input={}, deadline_s=10)
+    store.claim(job.id, owner="dead", lease_s=5)
+    clock.now += timedelta(seconds=11)
+    assert sweeper.sweep().expired == 1
+    assert store.get(job.id).error_code == "expired"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now

@@ -17,6 +17,10 @@ class JobCreate(BaseModel):
     priority: Literal["high", "medium", "low"] | None = Field(
         default=None, description="overrides the job type's default queue")
     metadata: dict[str, Any] | None = Field(default=None, description="echoed back, not used")
+    deadline_s: float | None = Field(default=None, gt=0, description="seconds from now; past "
+                                     "them the job fails with `expired` instead of waiting")
+    expires_at: datetime | None = Field(default=None, description="the same deadline as a "
+                                        "time with a zone; give one of the two")
 
 
 class LateUsagePublic(BaseModel):
@@ -77,6 +81,7 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -87,7 +92,8 @@ class JobPublic(BaseModel):
             max_attempts=job.max_attempts,
             usage=UsagePublic.of(job),
             metadata=job.metadata, cancel_requested=job.cancel_requested,
-            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            expires_at=job.expires_at)
 
 
 class JobList(BaseModel):

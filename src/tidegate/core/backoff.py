@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import random
 
+# Defaults of TIDEGATE_RETRY_BACKOFF_BASE_S / _CAP_S (config.Settings), used by the runner and
+# the LLM gateway alike.
+DEFAULT_BASE_S = 2.0
+DEFAULT_CAP_S = 60.0
+
 
 def full_jitter(attempt: int, *, base_s: float = 1.0, cap_s: float = 60.0,
                 rng: random.Random | None = None) -> float:

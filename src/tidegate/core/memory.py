@@ -9,18 +9,26 @@ from __future__ import annotations
 import builtins
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from .decision import CANCELLED, EXPIRED, QuotaWait
 from .jsonsafe import readable
-from .models import ApiKey, Job, JobEvent, Page, Usage
+from .models import ApiKey, EventNote, Job, JobEvent, Page, Usage, utcnow
 from .statuses import TERMINAL, WAITING, Status, check_transition
 
 
+def _quota_wait(since: datetime | None, what: QuotaWait, now: datetime) -> datetime | None:
+    return {"keep": since, "start": now, "continue": since or now, "clear": None}[what]
+
+
 class InMemoryJobStore:
-    def __init__(self) -> None:
+    """``clock`` plays the database's clock (every host reads the same one)."""
+
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self._clock = clock
         self._jobs: dict[str, Job] = {}
         self._events: list[JobEvent] = []
         self._keys: dict[str, tuple[ApiKey, str]] = {}
@@ -64,23 +72,37 @@ class InMemoryJobStore:
         return Page([readable(self._copy(j)) for j in page],
                     (page[-1].created_at, page[-1].id) if more and page else None)
 
-    def mark_dispatched(self, job_id: str, at: datetime) -> None:
-        with self._lock:
-            if job_id in self._jobs:
-                self._jobs[job_id].dispatched_at = at
+    def now(self) -> datetime:
+        return self._clock()
 
-    def claim(self, job_id: str, *, owner: str, lease_until: datetime,
-              now: datetime) -> Job | None:
+    def _note(self, job: Job, note: EventNote, at: datetime, attempt: int | None = None) -> None:
+        self._events.append(JobEvent(job.id, note.kind, at,
+                                     job.attempts if attempt is None else attempt,
+                                     dict(note.detail), len(self._events) + 1))
+
+    def mark_dispatched(self, job_id: str, *, attempt: int, version: datetime) -> bool:
         with self._lock:
             job = self._jobs.get(job_id)
+            if (job is None or job.status not in WAITING or job.attempts != attempt
+                    or job.updated_at != version):
+                return False
+            job.dispatched_at = self._clock()
+            return True
+
+    def claim(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
+        with self._lock:
+            now = self._clock()
+            job = self._jobs.get(job_id)
             if (job is None or job.status not in WAITING or job.cancel_requested
-                    or (job.not_before is not None and job.not_before > now)):
+                    or (job.not_before is not None and job.not_before > now)
+                    or (job.expires_at is not None and job.expires_at <= now)):
                 return None
             job.status = Status.RUNNING
             job.attempts += 1
-            job.lease_owner, job.lease_expires_at = owner, lease_until
+            job.lease_owner, job.lease_expires_at = owner, now + timedelta(seconds=lease_s)
             job.started_at = job.started_at or now
             job.updated_at = now
+            self._note(job, EventNote("claimed", {"worker": owner}), now)
             return self._copy(job)
 
     def _running(self, job_id: str, attempt: int) -> Job | None:
@@ -90,12 +112,12 @@ class InMemoryJobStore:
         return job
 
     def renew_lease(self, job_id: str, *, attempt: int, owner: str,
-                    lease_until: datetime) -> tuple[bool, bool]:
+                    lease_s: float) -> tuple[bool, bool]:
         with self._lock:
             job = self._running(job_id, attempt)
             if job is None or job.lease_owner != owner:
                 return False, False
-            job.lease_expires_at = lease_until
+            job.lease_expires_at = self._clock() + timedelta(seconds=lease_s)
             return True, job.cancel_requested
 
     def update_progress(self, job_id: str, *, attempt: int, progress: int, message: str,
@@ -115,15 +137,32 @@ class InMemoryJobStore:
                 job.usage = job.usage.add(usage_delta)
             return True
 
-    def finish(self, job_id: str, *, attempt: int, status: Status, now: datetime,
-               result: Any = None, error_code: str | None = None,
-               error_message: str | None = None, usage_delta: Usage | None = None,
-               not_before: datetime | None = None, refund_attempt: bool = False) -> bool:
+    def _may_not_wait(self, job: Job, now: datetime) -> Status | None:
+        """A row moving to a waiting status that would wait for nothing ends instead."""
+        if job.cancel_requested:
+            return Status.CANCELLED
+        if job.expires_at is not None and job.expires_at <= now:
+            return Status.FAILED
+        return None
+
+    def _end_instead(self, job: Job, status: Status, now: datetime) -> EventNote:
+        job.status, job.finished_at, job.not_before = status, now, None
+        job.error_code, job.error_message = CANCELLED if status is Status.CANCELLED else EXPIRED
+        return EventNote(status.value, {"code": job.error_code})
+
+    def finish(self, job_id: str, *, attempt: int, status: Status, result: Any = None,
+               error_code: str | None = None, error_message: str | None = None,
+               usage_delta: Usage | None = None, delay_s: float | None = None,
+               refund_attempt: bool = False, quota_wait: QuotaWait = "keep",
+               lease_expired: bool = False, note: EventNote | None = None) -> Status | None:
         check_transition(Status.RUNNING, status)
         with self._lock:
+            now = self._clock()
             job = self._running(job_id, attempt)
-            if job is None:
-                return False
+            if job is None or (lease_expired and not (
+                    job.lease_expires_at is not None and job.lease_expires_at < now)):
+                return None
+            note = note or EventNote(status.value)
             job.status = status
             job.updated_at = now
             job.lease_owner = job.lease_expires_at = None
@@ -136,37 +175,48 @@ class InMemoryJobStore:
                 job.error_code, job.error_message = error_code, error_message
             if status in TERMINAL:
                 job.finished_at = now
-            job.not_before = not_before
+            job.not_before = None if delay_s is None else now + timedelta(seconds=delay_s)
             if status is Status.RETRYING:  # the next send is due; the sweep watches for it
                 job.dispatched_at = None
+                instead = self._may_not_wait(job, now)
+                if instead is not None:
+                    note = self._end_instead(job, instead, now)
             if refund_attempt:
                 job.attempts -= 1
-            return True
+            job.quota_wait_since = _quota_wait(job.quota_wait_since, quota_wait, now)
+            self._note(job, note, now, attempt)
+            return job.status
 
-    def request_cancel(self, job_id: str, *, tenant: str | None, now: datetime) -> Job | None:
+    def request_cancel(self, job_id: str, *, tenant: str | None) -> Job | None:
         with self._lock:
+            now = self._clock()
             job = self._jobs.get(job_id)
             if job is None or (tenant is not None and job.tenant != tenant):
                 return None
             if job.status in WAITING:
                 job.status, job.finished_at = Status.CANCELLED, now
-                job.error_code, job.error_message = "cancelled", "cancelled on request"
+                job.error_code, job.error_message = CANCELLED
             elif job.status is Status.RUNNING:
                 job.cancel_requested = True
             else:
                 return None
             job.updated_at = now
-            self._events.append(JobEvent(job_id, "cancel_requested", now, job.attempts, {},
-                                         len(self._events) + 1))
+            self._note(job, EventNote("cancel_requested"), now)
             return self._copy(job)
 
-    def requeue(self, job_id: str, *, from_status: Status, attempt: int, now: datetime,
-                reset_attempts: bool = False) -> bool:
+    def requeue(self, job_id: str, *, from_status: Status, attempt: int,
+                reset_attempts: bool = False, lease_expired: bool = False,
+                note: EventNote | None = None) -> Job | None:
         check_transition(from_status, Status.QUEUED)
         with self._lock:
+            now = self._clock()
             job = self._jobs.get(job_id)
             if job is None or job.status is not from_status or job.attempts != attempt:
-                return False
+                return None
+            if lease_expired and not (job.lease_expires_at is not None
+                                      and job.lease_expires_at < now):
+                return None
+            note = note or EventNote("requeued")
             job.status = Status.QUEUED
             job.lease_owner = job.lease_expires_at = None
             job.not_before = job.finished_at = job.dispatched_at = None
@@ -174,17 +224,44 @@ class InMemoryJobStore:
             if reset_attempts:
                 job.attempts = 0
                 job.error_code = job.error_message = None
-            return True
+                job.cancel_requested = False
+                job.expires_at = job.quota_wait_since = None
+            instead = self._may_not_wait(job, now)
+            if instead is not None:
+                note = self._end_instead(job, instead, now)
+            self._note(job, note, now)
+            return self._copy(job)
 
-    def expired_leases(self, now: datetime, limit: int = 100) -> Sequence[Job]:
+    def close_waiting(self, *, job_id: str | None = None,
+                      limit: int = 500) -> Sequence[tuple[str, Status]]:
         with self._lock:
+            now = self._clock()
+            ended: list[tuple[str, Status]] = []
+            for job in list(self._jobs.values()):
+                if len(ended) >= limit:
+                    break
+                if job.status not in WAITING or (job_id is not None and job.id != job_id):
+                    continue
+                instead = self._may_not_wait(job, now)
+                if instead is not None:
+                    job.updated_at = now
+                    self._note(job, self._end_instead(job, instead, now), now)
+                    ended.append((job.id, instead))
+            return ended
+
+    def expired_leases(self, limit: int = 100) -> Sequence[Job]:
+        with self._lock:
+            now = self._clock()
             return [self._copy(j) for j in self._jobs.values()
                     if j.status is Status.RUNNING and j.lease_expires_at is not None
                     and j.lease_expires_at < now][:limit]
 
-    def undispatched(self, *, older_than: datetime, redispatch_before: datetime,
-                     now: datetime, limit: int = 500) -> Sequence[Job]:
+    def undispatched(self, *, grace_s: float, redispatch_after_s: float,
+                     limit: int = 500) -> Sequence[Job]:
         with self._lock:
+            now = self._clock()
+            older_than = now - timedelta(seconds=grace_s)
+            redispatch_before = now - timedelta(seconds=redispatch_after_s)
             out = []
             for j in self._jobs.values():
                 if j.status not in WAITING or j.cancel_requested:

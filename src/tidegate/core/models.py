@@ -94,6 +94,11 @@ class Job:
     # The part of ``usage`` from calls that returned after the job had stopped waiting for
     # them (cancel, shutdown, time limit, lost lease): billed all the same.
     late_usage: Usage = field(default_factory=Usage)
+    # The client's deadline: past it a waiting job, or an attempt that ends in a retry, fails
+    # with `expired`.
+    expires_at: datetime | None = None
+    # Since when the job has been parked for provider quota without a call being granted.
+    quota_wait_since: datetime | None = None
 
     @property
     def error(self) -> dict[str, str] | None:
@@ -110,6 +115,14 @@ class JobEvent:
     attempt: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventNote:
+    """The history entry a transition writes in the same transaction as the change."""
+
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

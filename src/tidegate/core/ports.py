@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from .models import ApiKey, Job, JobEvent, Page, Usage
+from .decision import QuotaWait
+from .models import ApiKey, EventNote, Job, JobEvent, Page, Usage
 from .statuses import Status
 
 
@@ -31,15 +32,23 @@ class JobStore(Protocol):
         unreadable row is shown as such; it never fails the page."""
         ...
 
-    def mark_dispatched(self, job_id: str, at: datetime) -> None: ...
+    def now(self) -> datetime:
+        """The database's clock. Leases, ``not_before``, deadlines and quota waits are stamped
+        and compared on it, so hosts whose clocks disagree still agree on them."""
+        ...
 
-    def claim(self, job_id: str, *, owner: str, lease_until: datetime,
-              now: datetime) -> Job | None:
-        """queued|retrying (and not_before passed, not cancel-requested) -> running, attempt+1."""
+    def mark_dispatched(self, job_id: str, *, attempt: int, version: datetime) -> bool:
+        """Record that a message was sent for the waiting row read at ``version`` (its
+        ``updated_at``); a row that moved on since (claimed, parked again) is left alone."""
+        ...
+
+    def claim(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
+        """queued|retrying (``not_before`` passed, not cancel-requested, not past its deadline)
+        -> running, attempt+1, lease for ``lease_s``; writes the ``claimed`` event."""
         ...
 
     def renew_lease(self, job_id: str, *, attempt: int, owner: str,
-                    lease_until: datetime) -> tuple[bool, bool]:
+                    lease_s: float) -> tuple[bool, bool]:
         """Extend a running job's lease. Returns (still ours, cancel requested)."""
         ...
 
@@ -47,26 +56,45 @@ class JobStore(Protocol):
                         checkpoint: dict[str, Any] | None = None,
                         usage_delta: Usage | None = None) -> bool: ...
 
-    def finish(self, job_id: str, *, attempt: int, status: Status, now: datetime,
-               result: Any = None, error_code: str | None = None,
-               error_message: str | None = None, usage_delta: Usage | None = None,
-               not_before: datetime | None = None, refund_attempt: bool = False) -> bool:
-        """running(attempt) -> status. ``refund_attempt`` gives the attempt back (quota waits)."""
+    def finish(self, job_id: str, *, attempt: int, status: Status, result: Any = None,
+               error_code: str | None = None, error_message: str | None = None,
+               usage_delta: Usage | None = None, delay_s: float | None = None,
+               refund_attempt: bool = False, quota_wait: QuotaWait = "keep",
+               lease_expired: bool = False, note: EventNote | None = None) -> Status | None:
+        """running(attempt) -> status, with its event (``note``, by default the status) in
+        the same transaction. Returns the status written, or None when the row moved on.
+
+        ``retrying`` (due after ``delay_s``) is written as ``cancelled`` when the row carries a
+        cancel request and as ``failed``/``expired`` past its deadline: a row never waits
+        for nothing. ``refund_attempt`` gives the attempt back (quota waits);
+        ``lease_expired`` (the sweep) writes only if the lease is still expired then."""
         ...
 
-    def request_cancel(self, job_id: str, *, tenant: str | None, now: datetime) -> Job | None:
+    def request_cancel(self, job_id: str, *, tenant: str | None) -> Job | None:
         """Waiting -> cancelled at once; running -> cancel_requested. Returns the new row."""
         ...
 
-    def requeue(self, job_id: str, *, from_status: Status, attempt: int, now: datetime,
-                reset_attempts: bool = False) -> bool: ...
+    def requeue(self, job_id: str, *, from_status: Status, attempt: int,
+                reset_attempts: bool = False, lease_expired: bool = False,
+                note: EventNote | None = None) -> Job | None:
+        """from_status(attempt) -> queued, with its event. Returns the new row (which is
+        ``cancelled`` or ``failed``/``expired`` instead when it may not wait, as in
+        :meth:`finish`). ``reset_attempts`` (a replay) also clears the error, the cancel
+        request, the deadline and the quota wait."""
+        ...
 
-    def expired_leases(self, now: datetime, limit: int = 100) -> Sequence[Job]: ...
+    def close_waiting(self, *, job_id: str | None = None,
+                      limit: int = 500) -> Sequence[tuple[str, Status]]:
+        """Waiting rows that may not wait: cancel-requested -> cancelled, past their deadline
+        -> failed/expired, each with its event. Returns (id, new status) per row ended."""
+        ...
 
-    def undispatched(self, *, older_than: datetime, redispatch_before: datetime,
-                     now: datetime, limit: int = 500) -> Sequence[Job]:
-        """Waiting jobs whose message may be missing: never dispatched, or dispatched before
-        ``redispatch_before`` and due."""
+    def expired_leases(self, limit: int = 100) -> Sequence[Job]: ...
+
+    def undispatched(self, *, grace_s: float, redispatch_after_s: float,
+                     limit: int = 500) -> Sequence[Job]:
+        """Waiting jobs whose message may be missing: never dispatched (and changed more than
+        ``grace_s`` ago), or dispatched more than ``redispatch_after_s`` ago and due."""
         ...
 
     def purge(self, *, finished_before: datetime, failed_before: datetime) -> int: ...

@@ -25,6 +25,9 @@ class JobType:
     handler: Handler
     max_attempts: int = 3
     description: str = ""
+    # How long the job may wait for provider quota in a row before it fails with
+    # `quota_timeout`; None: the worker's default (TIDEGATE_MAX_QUOTA_WAIT_S, 1 h).
+    max_quota_wait_s: float | None = None
 
     def validate(self, data: Any, context: Mapping[str, Any] | None = None) -> BaseModel:
         """``context`` reaches the input model's validators (e.g. the loaded LLM settings)."""
@@ -44,14 +47,18 @@ class Registry:
         self._types: dict[str, JobType] = {}
 
     def job_type(self, name: str, *, input_model: type[BaseModel], priority: Priority | str,
-                 max_attempts: int = 3, description: str = "") -> Callable[[Handler], Handler]:
+                 max_attempts: int = 3, description: str = "",
+                 max_quota_wait_s: float | None = None) -> Callable[[Handler], Handler]:
         """Register ``fn`` as the handler of job type ``name``."""
+        if max_quota_wait_s is not None and max_quota_wait_s <= 0:
+            raise ValueError("max_quota_wait_s must be positive")
 
         def register(fn: Handler) -> Handler:
             if name in self._types:
                 raise ValueError(f"job type {name!r} is already registered")
             self._types[name] = JobType(name, input_model, Priority(priority), fn,
-                                        max_attempts, description or (fn.__doc__ or "").strip())
+                                        max_attempts, description or (fn.__doc__ or "").strip(),
+                                        max_quota_wait_s)
             return fn
 
         return register

@@ -8,11 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from .backoff import full_jitter
+from .backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, full_jitter
 from .context import JobContext
+from .decision import CANCELLED, Again, Facts, decide
 from .errors import (
     InvalidInput,
     JobCancelled,
@@ -23,12 +23,14 @@ from .errors import (
     UnknownJobType,
     WorkerStopping,
 )
-from .models import Job, JobEvent, utcnow
+from .models import EventNote, Job, Usage
 from .ports import JobStore
 from .registry import Registry
 from .statuses import WAITING, Status
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,44 +48,53 @@ class RunnerConfig:
     lease_s: float = 30.0
     # Also how fast a running job learns it was cancelled.
     heartbeat_s: float = 2.0
-    backoff_base_s: float = 2.0
-    backoff_cap_s: float = 120.0
+    backoff_base_s: float = DEFAULT_BASE_S
+    backoff_cap_s: float = DEFAULT_CAP_S
+    # How long a job may wait for provider quota in a row, unless its type says otherwise.
+    max_quota_wait_s: float = 3600.0
 
 
 class Runner:
+    """Reads no clock of its own: leases are durations the store stamps on the database's
+    clock, and retry decisions compare row times with ``JobStore.now``."""
+
     def __init__(self, store: JobStore, registry: Registry, *, worker_id: str,
-                 config: RunnerConfig | None = None, clock: Callable[[], datetime] = utcnow,
-                 services: dict[str, Any] | None = None,
+                 config: RunnerConfig | None = None, services: dict[str, Any] | None = None,
                  time_limit_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.store = store
         self.registry = registry
         self.worker_id = worker_id
         self.config = config or RunnerConfig()
-        self.clock = clock
         self.services = services or {}
         # What the worker raises when an attempt runs out of time (Celery's soft limit).
         self.time_limit_errors = time_limit_errors
         # Set when the worker's shutdown grace is over; handlers stop at their next checkpoint.
         self.stopping = threading.Event()
 
-    def _event(self, job_id: str, kind: str, attempt: int, **detail: Any) -> None:
-        try:
-            self.store.add_event(JobEvent(job_id, kind, self.clock(), attempt, detail))
-        except Exception:  # history is best effort; the row already holds the truth
-            log.exception("could not record %s event for job %s", kind, job_id)
-
-    def run(self, job_id: str) -> Outcome:
-        now = self.clock()
-        job = self.store.claim(job_id, owner=self.worker_id,
-                               lease_until=now + timedelta(seconds=self.config.lease_s), now=now)
+    def run(self, job_id: str, *, on_claim: Callable[[Job], None] | None = None) -> Outcome:
+        """``on_claim`` learns the attempt this delivery claimed (the threads pool's time
+        limit pins itself to it)."""
+        job = self.store.claim(job_id, owner=self.worker_id, lease_s=self.config.lease_s)
         if job is None:
-            return self._not_claimed(job_id, now)
+            return self._not_claimed(job_id)
+        if on_claim is not None:
+            on_claim(job)
         return replace(self._execute(job), job_type=job.type)
+
+    def max_quota_wait_s(self, job_type: str) -> float:
+        if job_type in self.registry:
+            own = self.registry.get(job_type).max_quota_wait_s
+            if own is not None:
+                return own
+        return self.config.max_quota_wait_s
+
+    def backoff(self, attempt: int) -> float:
+        return full_jitter(attempt, base_s=self.config.backoff_base_s,
+                           cap_s=self.config.backoff_cap_s)
 
     def _execute(self, job: Job) -> Outcome:
         job_id = job.id
         attempt = job.attempts
-        self._event(job_id, "claimed", attempt, worker=self.worker_id)
         try:
             job_type = self.registry.get(job.type)
             validated = job_type.validate(job.input)
@@ -106,11 +117,9 @@ class Runner:
                         "attempt was ended by the time limit)", job_id, attempt)
             return Outcome("lost")
         except WorkerStopping:
-            return self._hand_back(job_id, ctx)
+            return self._hand_back(job, ctx)
         except JobCancelled:
-            self._finish(job_id, attempt, Status.CANCELLED, ctx=ctx,
-                         error=("cancelled", "cancelled on request"))
-            return Outcome("cancelled")
+            return self._cancelled(job_id, ctx)
         except JobFailed as exc:
             self._finish(job_id, attempt, Status.FAILED, ctx=ctx, error=(exc.code, exc.message))
             return Outcome("failed")
@@ -121,8 +130,7 @@ class Runner:
             if not timed_out:
                 log.exception("job %s attempt %d raised", job_id, attempt)
             return self._retry(job, ctx, RetryLater(
-                full_jitter(attempt, base_s=self.config.backoff_base_s,
-                            cap_s=self.config.backoff_cap_s),
+                self.backoff(attempt),
                 reason="time limit" if timed_out else "handler raised",
                 error_code="time_limit" if timed_out else "handler_error",
                 error_message="the attempt ran past the job time limit" if timed_out
@@ -131,88 +139,91 @@ class Runner:
             stop.set()
             beat.join(timeout=5)
         if ctx.cancelled:  # cancelled while the last step ran: cancellation wins over result
-            self._finish(job_id, attempt, Status.CANCELLED, ctx=ctx,
-                         error=("cancelled", "cancelled on request"))
-            return Outcome("cancelled")
+            return self._cancelled(job_id, ctx)
         if self._finish(job_id, attempt, Status.SUCCEEDED, ctx=ctx, result=result):
             return Outcome("succeeded")
         return Outcome("lost")
 
-    def _write(self, **kw: Any) -> bool:
+    def _write(self, **kw: Any) -> Status | None:
         """The final write of an attempt, retried through a short database outage: giving up
         would throw a finished result away and run the job again once its lease expires."""
+        return self._through_outage(lambda: self.store.finish(**kw), kw.get("job_id"))
+
+    def _through_outage(self, fn: Callable[[], T], job_id: object) -> T:
         deadline = time.monotonic() + self.config.lease_s
         delay = 0.2
         while True:
             try:
-                return self.store.finish(**kw)
+                return fn()
             except Unavailable:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("job %s: database unavailable for the final write; retrying",
-                            kw.get("job_id"))
+                            job_id)
                 time.sleep(delay)
                 delay = min(2.0, delay * 2)
 
-    def _hand_back(self, job_id: str, ctx: JobContext[Any]) -> Outcome:
+    def _hand_back(self, job: Job, ctx: JobContext[Any]) -> Outcome:
         """Shutdown: give the job back to the queue without spending its attempt."""
-        ok = self._write(job_id=job_id, attempt=ctx.attempt, status=Status.RETRYING,
-                         now=self.clock(), error_code="worker_stopping",
-                         error_message="handed back by a stopping worker",
-                         usage_delta=ctx.take_unflushed_usage(), refund_attempt=True)
-        if not ok:
-            return Outcome("lost")
-        self._event(job_id, "handed_back", ctx.attempt, worker=self.worker_id)
-        job = self.store.get(job_id)
-        return Outcome("retry", 0.0, job.priority.value if job else "medium")
+        written = self._write(job_id=job.id, attempt=ctx.attempt, status=Status.RETRYING,
+                              error_code="worker_stopping",
+                              error_message="handed back by a stopping worker", delay_s=0.0,
+                              usage_delta=ctx.take_unflushed_usage(), refund_attempt=True,
+                              note=EventNote("handed_back", {"worker": self.worker_id}))
+        return self._outcome(written, 0.0, job)
 
-    def _not_claimed(self, job_id: str, now: datetime) -> Outcome:
+    def _not_claimed(self, job_id: str) -> Outcome:
         """A duplicate, early or stale delivery: say whether it should come back later."""
         job = self.store.get(job_id)
         if job is None:
             log.warning("message for unknown job %s dropped", job_id)
             return Outcome("skipped")
-        if job.status in WAITING and not job.cancel_requested and job.not_before \
-                and job.not_before > now:
-            return Outcome("retry", (job.not_before - now).total_seconds(), job.priority.value)
+        if job.status in WAITING:
+            # A row that may not wait (cancel requested, deadline passed) ends here.
+            for _, status in self.store.close_waiting(job_id=job_id):
+                return Outcome("cancelled" if status is Status.CANCELLED else "failed",
+                               job_type=job.type)
+            now = self.store.now()
+            if not job.cancel_requested and job.not_before and job.not_before > now:
+                return Outcome("retry", (job.not_before - now).total_seconds(),
+                               job.priority.value)
         return Outcome("skipped")
 
-    def _retry(self, job: Any, ctx: JobContext[Any], exc: RetryLater) -> Outcome:
-        attempt = ctx.attempt
-        if ctx.cancelled:
-            self._finish(job.id, attempt, Status.CANCELLED, ctx=ctx,
-                         error=("cancelled", "cancelled on request"))
-            return Outcome("cancelled")
-        if exc.counts_as_attempt and attempt >= job.max_attempts:
-            self._finish(job.id, attempt, Status.FAILED, ctx=ctx,
-                         error=(exc.error_code, f"{exc.error_message} (after {attempt} attempts)"))
-            return Outcome("failed")
-        not_before = self.clock() + timedelta(seconds=exc.delay_s)
-        ok = self._write(job_id=job.id, attempt=attempt, status=Status.RETRYING,
-                         now=self.clock(), error_code=exc.error_code,
-                         error_message=exc.error_message,
-                         usage_delta=ctx.take_unflushed_usage(), not_before=not_before,
-                         refund_attempt=not exc.counts_as_attempt)
-        if not ok:
+    def _retry(self, job: Job, ctx: JobContext[Any], exc: RetryLater) -> Outcome:
+        again = Again(exc.delay_s, exc.error_code, exc.error_message, exc.reason,
+                      counts_as_attempt=exc.counts_as_attempt,
+                      progressed=ctx.usage != Usage())  # a provider call was granted
+        now = self._through_outage(self.store.now, job.id)
+        decision = decide(Facts.of(job, attempt=ctx.attempt, cancelled=ctx.cancelled), again,
+                          now=now, max_quota_wait_s=self.max_quota_wait_s(job.type))
+        written = self._write(job_id=job.id, attempt=ctx.attempt,
+                              usage_delta=ctx.take_unflushed_usage(), **decision.finish_args())
+        return self._outcome(written, decision.delay_s, job)
+
+    @staticmethod
+    def _outcome(written: Status | None, delay_s: float, job: Job) -> Outcome:
+        if written is None:
             return Outcome("lost")
-        self._event(job.id, "retrying", attempt, reason=exc.reason, delay_s=round(exc.delay_s, 3),
-                    code=exc.error_code, counts_as_attempt=exc.counts_as_attempt)
-        return Outcome("retry", exc.delay_s, job.priority.value)
+        if written is Status.RETRYING:
+            return Outcome("retry", delay_s, job.priority.value)
+        return Outcome(written.value)
+
+    def _cancelled(self, job_id: str, ctx: JobContext[Any]) -> Outcome:
+        self._finish(job_id, ctx.attempt, Status.CANCELLED, ctx=ctx, error=CANCELLED)
+        return Outcome("cancelled")
 
     def _finish(self, job_id: str, attempt: int, status: Status, *,
                 ctx: JobContext[Any] | None = None, result: Any = None,
                 error: tuple[str, str] | None = None) -> bool:
-        ok = self._write(job_id=job_id, attempt=attempt, status=status, now=self.clock(),
-                         result=result, error_code=error[0] if error else None,
-                         error_message=error[1] if error else None,
-                         usage_delta=ctx.take_unflushed_usage() if ctx else None)
-        if ok:
-            detail = {"code": error[0]} if error else {}
-            self._event(job_id, status.value, attempt, **detail)
-        else:
+        written = self._write(job_id=job_id, attempt=attempt, status=status, result=result,
+                              error_code=error[0] if error else None,
+                              error_message=error[1] if error else None,
+                              usage_delta=ctx.take_unflushed_usage() if ctx else None,
+                              note=EventNote(status.value, {"code": error[0]} if error else {}))
+        if written is None:
             log.warning("job %s attempt %d: outcome %s not written (row moved on)",
                         job_id, attempt, status.value)
-        return ok
+        return written is not None
 
     def _heartbeat(self, ctx: JobContext[Any], stop: threading.Event) -> None:
         """Renew the lease and learn about cancellation; one conditional UPDATE per beat."""
@@ -221,7 +232,7 @@ class Runner:
             try:
                 ours, cancel = self.store.renew_lease(
                     ctx.job_id, attempt=ctx.attempt, owner=self.worker_id,
-                    lease_until=self.clock() + timedelta(seconds=self.config.lease_s))
+                    lease_s=self.config.lease_s)
             except Exception:  # the database blinked; the lease has slack, try again
                 log.warning("lease renewal for job %s failed", ctx.job_id, exc_info=True)
                 continue

@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .cursors import cursor_key, decode_cursor, encode_cursor
@@ -21,7 +21,7 @@ from .errors import (
     shorten,
 )
 from .jsonsafe import readable, require_storable, text_problem
-from .models import CursorPage, Job, JobEvent, new_job_id, utcnow
+from .models import CursorPage, EventNote, Job, new_job_id, utcnow
 from .ports import Dispatcher, JobStore
 from .registry import Registry
 from .statuses import TERMINAL, Priority, Status
@@ -56,12 +56,15 @@ class JobService:
 
     def submit(self, *, tenant: str, type: str, input: Any, priority: str | None = None,
                metadata: dict[str, Any] | None = None,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
+               idempotency_key: str | None = None, deadline_s: float | None = None,
+               expires_at: datetime | None = None) -> tuple[Job, bool]:
         """Validate, commit the row, then hand the id to the broker.
 
         Returns (job, created). The row is the promise: if the broker is down the job stays
         queued and undispatched, and the sweep sends it when the broker is back. An
         Idempotency-Key already used with a different request raises IdempotencyMismatch.
+        ``deadline_s`` (from now) or ``expires_at``: past it the job fails with `expired`
+        instead of waiting or retrying.
         """
         # Taken first, so locals() holds exactly the parameters: a field added to submit()
         # is part of the fingerprint (and of the storability check) without a second edit.
@@ -80,12 +83,13 @@ class JobService:
             prio = job_type.priority
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        expires_at = self._deadline(deadline_s, expires_at)
         job = Job(id=new_job_id(), tenant=tenant, type=type, priority=prio,
                   input=validated.model_dump(mode="json", exclude_unset=False),
                   metadata=dict(metadata or {}), idempotency_key=idempotency_key,
                   request_fingerprint=request_fingerprint(request),
                   max_attempts=job_type.max_attempts, created_at=self.clock(),
-                  updated_at=self.clock())
+                  updated_at=self.clock(), expires_at=expires_at)
         fingerprint = job.request_fingerprint
         job, created = self.store.create(job)
         if not created and job.request_fingerprint not in (None, fingerprint):
@@ -97,14 +101,41 @@ class JobService:
             self.dispatch(job)
         return job, created
 
+    def _deadline(self, deadline_s: float | None, expires_at: datetime | None) -> datetime | None:
+        if deadline_s is not None and expires_at is not None:
+            raise InvalidInput("give deadline_s or expires_at, not both")
+        if deadline_s is None and expires_at is None:
+            return None
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidInput("expires_at needs a time zone (e.g. 2030-01-01T12:00:00Z)")
+        if deadline_s is not None and not deadline_s > 0:
+            raise InvalidInput("deadline_s must be positive")
+        # Measured on the database's clock, which the deadline is later compared against.
+        now = self.store.now()
+        if deadline_s is not None:
+            return now + timedelta(seconds=deadline_s)
+        assert expires_at is not None
+        if expires_at <= now:
+            raise InvalidInput("expires_at is in the past")
+        return expires_at.astimezone(UTC)
+
     def dispatch(self, job: Job, *, countdown_s: float = 0.0) -> bool:
+        """Send the id of the waiting row ``job`` (as read) to the broker. Returns whether it
+        was sent; never raises for a broker or database outage: the sweep covers both."""
         try:
             self.dispatcher.send(job.id, queue=job.priority.value, countdown_s=countdown_s)
         except Unavailable as exc:
             # Accepted anyway: the sweep re-sends undispatched rows once the broker is back.
             log.warning("broker unavailable, job %s stays queued for the sweep: %s", job.id, exc)
             return False
-        self.store.mark_dispatched(job.id, self.clock())
+        try:
+            # Only if the row is still the one we sent for: a worker that already claimed it
+            # (and maybe parked it again, clearing dispatched_at) keeps its own state.
+            self.store.mark_dispatched(job.id, attempt=job.attempts, version=job.updated_at)
+        except Exception:
+            # The message is out; an unrecorded send costs at most one duplicate from the
+            # sweep, which is harmless. The caller's answer (a committed submit) stands.
+            log.warning("job %s sent, but recording it failed", job.id, exc_info=True)
         return True
 
     def get(self, job_id: str, *, tenant: str | None) -> Job:
@@ -138,22 +169,22 @@ class JobService:
         job = self.get(job_id, tenant=tenant)
         if job.status in TERMINAL:
             raise AlreadyTerminal(f"job {job_id!r} is already {job.status.value}")
-        updated = self.store.request_cancel(job_id, tenant=tenant, now=self.clock())
+        updated = self.store.request_cancel(job_id, tenant=tenant)
         if updated is None:  # it finished between our read and the update
             job = self.get(job_id, tenant=tenant)
             raise AlreadyTerminal(f"job {job_id!r} is already {job.status.value}")
         return readable(updated)  # the row's content is sent back: it must be sendable
 
     def retry(self, job_id: str, *, tenant: str | None) -> Job:
-        """Replay a dead-lettered (failed) job with a fresh attempt budget."""
+        """Replay a dead-lettered (failed) job with a fresh attempt budget (and no deadline:
+        the replay is a new request to run it)."""
         job = self.get(job_id, tenant=tenant)
         if job.status is not Status.FAILED:
             raise AlreadyTerminal(
                 f"only failed jobs can be retried; job {job_id!r} is {job.status.value}")
-        if not self.store.requeue(job_id, from_status=Status.FAILED, attempt=job.attempts,
-                                  now=self.clock(), reset_attempts=True):
+        replayed = self.store.requeue(job_id, from_status=Status.FAILED, attempt=job.attempts,
+                                      reset_attempts=True, note=EventNote("replayed"))
+        if replayed is None:
             raise AlreadyTerminal(f"job {job_id!r} changed while being retried")
-        self.store.add_event(JobEvent(job_id, "replayed", self.clock(), job.attempts))
-        job = self.get(job_id, tenant=tenant)
-        self.dispatch(job)
-        return job
+        self.dispatch(replayed)
+        return replayed

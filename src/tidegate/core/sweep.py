@@ -1,7 +1,9 @@
 """The sweep: finds jobs whose promise is at risk and sends them again.
 
 - running with an expired lease (worker killed, machine gone): back to the queue, or ``failed``
-  with ``worker_lost`` once the attempt cap is spent;
+  with ``worker_lost`` once the attempt cap is spent (core.decision decides);
+- waiting but unable to wait: a cancel request it still carries ends it ``cancelled``, a passed
+  deadline ``failed``/``expired``;
 - waiting but never handed to the broker (publish failed), or handed over long ago and due
   (broker lost the message, an undecodable message was dropped): sent again. A duplicate
   message is harmless: only one delivery can claim the row.
@@ -9,14 +11,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .errors import Unavailable
-from .models import JobEvent, utcnow
+from .decision import EXPIRED, Again, Facts, decide
+from .models import Job, utcnow
 from .service import JobService
 from .statuses import Status
 
@@ -36,8 +38,17 @@ class SweepReport:
     requeued: int = 0
     worker_lost: int = 0
     cancelled: int = 0
+    expired: int = 0
     redispatched: int = 0
     dispatch_failed: int = 0
+
+    def count(self, status: Status, code: str | None) -> None:
+        if status is Status.CANCELLED:
+            self.cancelled += 1
+        elif status is Status.FAILED and code == EXPIRED[0]:
+            self.expired += 1
+        elif status is Status.FAILED:
+            self.worker_lost += 1
 
 
 class Sweeper:
@@ -46,47 +57,53 @@ class Sweeper:
         self.service = service
         self.store = service.store
         self.config = config or SweepConfig()
-        self.clock = clock
+        self.clock = clock  # retention only (days); leases and schedules use the database's
 
     def sweep(self) -> SweepReport:
         report = SweepReport()
-        now = self.clock()
-        for job in self.store.expired_leases(now):
-            attempt = job.attempts
-            if job.cancel_requested:
-                if self.store.finish(job.id, attempt=attempt, status=Status.CANCELLED, now=now,
-                                     error_code="cancelled", error_message="cancelled on request"):
-                    report.cancelled += 1
-                    self._event(job.id, "cancelled", attempt, reason="lease expired")
-            elif attempt >= job.max_attempts:
-                if self.store.finish(job.id, attempt=attempt, status=Status.FAILED, now=now,
-                                     error_code="worker_lost",
-                                     error_message=f"the worker running attempt {attempt} "
-                                     f"stopped renewing its lease ({job.lease_owner}); "
-                                     f"no attempts left"):
-                    report.worker_lost += 1
-                    self._event(job.id, "failed", attempt, code="worker_lost",
-                                worker=job.lease_owner)
-            elif self.store.requeue(job.id, from_status=Status.RUNNING, attempt=attempt, now=now):
-                report.requeued += 1
-                self._event(job.id, "requeued", attempt, reason="lease expired",
-                            worker=job.lease_owner)
-                job.status = Status.QUEUED
-                if not self.service.dispatch(job):
-                    report.dispatch_failed += 1
-        grace = timedelta(seconds=self.config.dispatch_grace_s)
-        stale = timedelta(seconds=self.config.redispatch_after_s)
-        for job in self.store.undispatched(older_than=now - grace, redispatch_before=now - stale,
-                                           now=now):
+        # The database's clock: every time the sweep compares was stamped by it.
+        now = self.store.now()
+        for job in self.store.expired_leases():
+            self._lease_expired(job, now, report)
+        for _, status in self.store.close_waiting():  # cancel-requested, or past the deadline
+            report.count(status, EXPIRED[0] if status is Status.FAILED else None)
+        for job in self.store.undispatched(grace_s=self.config.dispatch_grace_s,
+                                           redispatch_after_s=self.config.redispatch_after_s):
             delay = max(0.0, (job.not_before - now).total_seconds()) if job.not_before else 0.0
             if self.service.dispatch(job, countdown_s=delay):
                 report.redispatched += 1
             else:
                 report.dispatch_failed += 1
                 break  # the broker is down; try again next sweep
-        if any((report.requeued, report.worker_lost, report.redispatched, report.cancelled)):
+        if any((report.requeued, report.worker_lost, report.redispatched, report.cancelled,
+                report.expired)):
             log.info("sweep: %s", report)
         return report
+
+    def _lease_expired(self, job: Job, now: datetime, report: SweepReport) -> None:
+        attempt = job.attempts
+        decision = decide(Facts.of(job), Again(
+            0.0, "worker_lost", f"the worker running attempt {attempt} stopped renewing its "
+            f"lease ({job.lease_owner})", reason="lease expired", requeue=True,
+            detail={"worker": job.lease_owner}), now=now, max_quota_wait_s=math.inf)
+        # Every write below holds only while the lease is still expired: a worker that
+        # renewed since the read above keeps its job.
+        if decision.status is Status.QUEUED:
+            row = self.store.requeue(job.id, from_status=Status.RUNNING, attempt=attempt,
+                                     lease_expired=True, note=decision.note)
+            if row is None:
+                return
+            if row.status is not Status.QUEUED:  # a cancel or the deadline came first
+                report.count(row.status, row.error_code)
+                return
+            report.requeued += 1
+            if not self.service.dispatch(row):
+                report.dispatch_failed += 1
+            return
+        args = decision.finish_args()
+        written = self.store.finish(job.id, attempt=attempt, lease_expired=True, **args)
+        if written is not None:
+            report.count(written, decision.error_code)
 
     def purge(self) -> int:
         now = self.clock()
@@ -96,7 +113,3 @@ class Sweeper:
         if n:
             log.info("purged %d finished jobs", n)
         return n
-
-    def _event(self, job_id: str, kind: str, attempt: int, **detail: object) -> None:
-        with contextlib.suppress(Unavailable):
-            self.store.add_event(JobEvent(job_id, kind, self.clock(), attempt, dict(detail)))

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..core.backoff import full_jitter
+from ..core.backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, full_jitter
 from ..core.context import JobContext
 from ..core.errors import JobCancelled, JobFailed, LeaseLost, RetryLater, WorkerStopping
 from ..core.limits import Admission, LaneLimits, Limiter
@@ -59,8 +59,9 @@ class GatewayPolicy:
     poll_s: float = 0.2  # how often an in-flight call checks for cancellation
     reservation_slack_s: float = 30.0  # reservation TTL beyond the call's own timeout
     embed_batch: int = 256  # texts per embeddings request
-    backoff_base_s: float = 2.0
-    backoff_cap_s: float = 60.0
+    # From Settings (TIDEGATE_RETRY_BACKOFF_*_S) through the worker's runtime, as the runner's.
+    backoff_base_s: float = DEFAULT_BASE_S
+    backoff_cap_s: float = DEFAULT_CAP_S
 
 
 @dataclass

@@ -57,8 +57,8 @@ def create_worker_app(settings: Settings) -> Celery:
         rt = runtime.get_runtime()
         started = time.monotonic()
         if enforce_time_limit:
-            with TimeLimit(rt, job_id, settings.job_time_limit_s):
-                outcome = rt.runner.run(job_id)
+            with TimeLimit(rt, job_id, settings.job_time_limit_s) as limit:
+                outcome = rt.runner.run(job_id, on_claim=limit.pin)
         else:
             outcome = rt.runner.run(job_id)
         job_outcomes.labels(type=outcome.job_type or "unknown", outcome=outcome.kind).inc()

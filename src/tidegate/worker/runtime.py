@@ -7,12 +7,16 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ..config import Settings, load_settings
 from ..core.runner import Runner, RunnerConfig
 from ..wiring import Container, build_container
+
+if TYPE_CHECKING:
+    from ..llm import GatewayPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +50,26 @@ def get_runtime() -> Runtime:
             container = build_container(settings)
             worker_id = f"{socket.gethostname()}/{os.getpid()}"
             runner = Runner(container.store, container.registry, worker_id=worker_id,
-                            config=RunnerConfig(lease_s=settings.lease_s,
-                                                heartbeat_s=settings.heartbeat_s),
+                            config=runner_config(settings),
                             services=build_services(container),
                             time_limit_errors=(SoftTimeLimitExceeded,))
             _runtime = Runtime(container, runner, os.getpid())
         return _runtime
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    return RunnerConfig(lease_s=settings.lease_s, heartbeat_s=settings.heartbeat_s,
+                        backoff_base_s=settings.retry_backoff_base_s,
+                        backoff_cap_s=settings.retry_backoff_cap_s,
+                        max_quota_wait_s=settings.max_quota_wait_s)
+
+
+def gateway_policy(settings: Settings) -> GatewayPolicy:
+    """The gateway retries a job after a transient provider error with the runner's backoff."""
+    from ..llm import GatewayPolicy
+
+    return GatewayPolicy(backoff_base_s=settings.retry_backoff_base_s,
+                         backoff_cap_s=settings.retry_backoff_cap_s)
 
 
 def current() -> Runtime | None:
@@ -74,5 +92,6 @@ def build_services(container: Container) -> dict[str, object]:
                                  socket_connect_timeout=3, health_check_interval=30)
     config = container.llm_config
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
-    gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config)
+    gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
+                         policy=gateway_policy(settings))
     return {"settings": settings, "redis": state, "llm": gateway}

@@ -11,14 +11,12 @@ heartbeat then finds the row no longer its own, so the handler stops at its next
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from datetime import timedelta
 
-from ..core.backoff import full_jitter
+from ..core.decision import Again, Facts, decide
 from ..core.errors import Unavailable
-from ..core.models import JobEvent, utcnow
+from ..core.models import Job
 from ..core.statuses import Status
 from .runtime import Runtime
 
@@ -26,12 +24,15 @@ log = logging.getLogger(__name__)
 
 
 class TimeLimit:
-    """Started when a delivery begins, cancelled when it returns."""
+    """Started when a delivery begins, cancelled when it returns. It acts only on the attempt
+    this delivery claimed (:meth:`pin`): every thread of a process shares its lease owner, so
+    the owner alone could end a newer attempt of the same job run by a sibling thread."""
 
     def __init__(self, rt: Runtime, job_id: str, limit_s: float) -> None:
         self.rt = rt
         self.job_id = job_id
         self.limit_s = limit_s
+        self.attempt: int | None = None
         self._timer = threading.Timer(limit_s, self._expire)
         self._timer.daemon = True
         self._timer.name = f"time-limit-{job_id[:8]}"
@@ -43,6 +44,10 @@ class TimeLimit:
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
 
+    def pin(self, job: Job) -> None:
+        """The runner's ``on_claim``: the attempt this delivery runs."""
+        self.attempt = job.attempts
+
     def _expire(self) -> None:
         try:
             self.expire()
@@ -52,37 +57,23 @@ class TimeLimit:
             log.exception("job %s: time limit handling failed", self.job_id)
 
     def expire(self) -> bool:
-        store = self.rt.container.store
+        attempt = self.attempt
+        if attempt is None:  # this delivery claimed nothing
+            return False
+        store, runner = self.rt.container.store, self.rt.runner
         job = store.get(self.job_id)
-        # Only an attempt this process is running (the delivery that claimed it is still in
-        # its handler, or this timer would have been cancelled).
-        if (job is None or job.status is not Status.RUNNING
-                or job.lease_owner != self.rt.runner.worker_id):
+        if job is None or job.status is not Status.RUNNING or job.attempts != attempt:
             return False
-        attempt, now = job.attempts, utcnow()
         message = f"attempt {attempt} ran past the job time limit ({self.limit_s:g}s)"
-        if attempt >= job.max_attempts:
-            if not store.finish(self.job_id, attempt=attempt, status=Status.FAILED, now=now,
-                                error_code="time_limit",
-                                error_message=f"{message}; no attempts left"):
-                return False
-            log.warning("job %s: %s; failed", self.job_id, message)
-            self._event("failed", attempt, code="time_limit")
-            return True
-        cfg = self.rt.runner.config
-        delay = full_jitter(attempt, base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s)
-        if not store.finish(self.job_id, attempt=attempt, status=Status.RETRYING, now=now,
-                            error_code="time_limit", error_message=message,
-                            not_before=now + timedelta(seconds=delay)):
+        decision = decide(Facts.of(job), Again(runner.backoff(attempt), "time_limit", message,
+                                               reason="time limit"),
+                          now=store.now(), max_quota_wait_s=runner.max_quota_wait_s(job.type))
+        written = store.finish(self.job_id, attempt=attempt, **decision.finish_args())
+        if written is None:
             return False
-        log.warning("job %s: %s; retrying in %.1fs", self.job_id, message, delay)
-        self._event("retrying", attempt, reason="time limit", delay_s=round(delay, 3),
-                    code="time_limit", counts_as_attempt=True)
-        # If this send fails, the sweep sends it (dispatched_at stays empty).
-        self.rt.container.service.dispatch(job, countdown_s=delay)
+        log.warning("job %s: %s; %s", self.job_id, message, written.value)
+        if written is Status.RETRYING:
+            row = store.get(self.job_id)
+            if row is not None:  # if this send fails, the sweep sends it
+                self.rt.container.service.dispatch(row, countdown_s=decision.delay_s)
         return True
-
-    def _event(self, kind: str, attempt: int, **detail: object) -> None:
-        with contextlib.suppress(Exception):
-            self.rt.container.store.add_event(
-                JobEvent(self.job_id, kind, utcnow(), attempt, dict(detail)))

@@ -7,17 +7,18 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from ...core.decision import CANCELLED, EXPIRED, QuotaWait
 from ...core.errors import Unavailable
 from ...core.jsonsafe import find_problem, readable, unreadable
-from ...core.models import ApiKey, Job, JobEvent, Page, Usage
+from ...core.models import ApiKey, EventNote, Job, JobEvent, Page, Usage, utcnow
 from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
-from .tables import api_keys, job_events, jobs
+from .tables import UTCDateTime, api_keys, job_events, jobs
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,7 +58,8 @@ def _row_to_job(r: Any) -> Job:
         cancel_requested=r.cancel_requested, lease_owner=r.lease_owner,
         lease_expires_at=r.lease_expires_at, not_before=r.not_before,
         dispatched_at=r.dispatched_at, created_at=r.created_at, updated_at=r.updated_at,
-        started_at=r.started_at, finished_at=r.finished_at)
+        started_at=r.started_at, finished_at=r.finished_at, expires_at=r.expires_at,
+        quota_wait_since=r.quota_wait_since)
 
 
 # Reads that show jobs to clients fetch the JSON columns undecoded and decode them here, one
@@ -139,10 +141,19 @@ def _read_detail(raw: Any) -> dict[str, Any]:
     return detail if problem is None else {"unreadable": f"{problem[0]} {problem[1]}"}
 
 
+def _quota_wait_values(what: QuotaWait, now: Any) -> dict[str, Any]:
+    if what == "keep":
+        return {}
+    return {"quota_wait_since": {"start": now, "clear": None,
+                                 "continue": sa.func.coalesce(jobs.c.quota_wait_since, now),
+                                 }[what]}
+
+
 class SqlJobStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._read = _read_columns(engine.dialect.name)
+        self._pg = engine.dialect.name == "postgresql"
 
     def _select_readable(self) -> Any:
         return sa.select(*self._read)
@@ -160,6 +171,7 @@ class SqlJobStore:
             "updated_at": job.updated_at, "input_tokens": 0, "output_tokens": 0,
             "cost_nano_usd": 0, "unpriced": False, "late_input_tokens": 0,
             "late_output_tokens": 0, "late_cost_nano_usd": 0,
+            "expires_at": job.expires_at,
         }
         try:
             with self.engine.begin() as conn:
@@ -212,26 +224,93 @@ class SqlJobStore:
         rows = rows[:limit]
         return Page(rows, (rows[-1].created_at, rows[-1].id) if more and rows else None)
 
-    @_guard
-    def mark_dispatched(self, job_id: str, at: datetime) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(dispatched_at=at))
+    # -- time -----------------------------------------------------------------------------
+    # Leases, not_before, deadlines and quota waits are stamped and compared on ONE clock: on
+    # PostgreSQL the server's (now(), computed in SQL), so workers, sweeps and API hosts whose
+    # clocks disagree still agree on them. SQLite is a file on this host, so every process
+    # using it runs on this machine and the process clock IS the database's clock.
+    def _at(self, base: datetime, offset_s: float = 0.0) -> Any:
+        """The database's now (+ offset) as an SQL expression; ``base`` is SQLite's now."""
+        if self._pg:
+            expr: Any = sa.func.now()
+            if offset_s:
+                expr = expr + sa.literal(timedelta(seconds=offset_s), sa.Interval())
+            return sa.cast(expr, UTCDateTime())
+        return sa.literal(base + timedelta(seconds=offset_s), UTCDateTime())
 
     @_guard
-    def claim(self, job_id: str, *, owner: str, lease_until: datetime,
-              now: datetime) -> Job | None:
+    def now(self) -> datetime:
+        if not self._pg:
+            return utcnow()
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.now())).scalar_one()
+        return value.astimezone(UTC)
+
+    def _note(self, conn: sa.Connection, job_id: str, attempt: Any, note: EventNote,
+              at: Any) -> None:
+        conn.execute(job_events.insert().values(job_id=job_id, kind=note.kind, attempt=attempt,
+                                                at=at, detail=note.detail))
+
+    def _may_not_wait(self, now: Any) -> tuple[Any, Any]:
+        """(cancel requested, deadline passed): a row in either state never parks waiting."""
+        return (jobs.c.cancel_requested.is_(True),
+                sa.and_(jobs.c.expires_at.is_not(None), jobs.c.expires_at <= now))
+
+    def _ended_instead(self, wait_status: Any, now: Any, *, not_before: Any = None,
+                       error: tuple[Any, Any] = (None, None),
+                       finished_at: Any = None) -> dict[str, Any]:
+        """SET values that write ``wait_status``, or cancelled / failed-expired when the row
+        may not wait (decided by the UPDATE itself, so a racing cancel is never lost)."""
+        cancel, expired = self._may_not_wait(now)
+        no_time = sa.cast(sa.null(), UTCDateTime())  # a typed NULL: PostgreSQL needs one
+
+        def pick(on_cancel: Any, on_expired: Any, otherwise: Any) -> Any:
+            return sa.case((cancel, on_cancel), (expired, on_expired), else_=otherwise)
+
+        if not_before is None:
+            not_before = no_time
+        if finished_at is None:
+            finished_at = no_time
+
+        return {
+            "status": pick(Status.CANCELLED.value, Status.FAILED.value, wait_status),
+            "error_code": pick(CANCELLED[0], EXPIRED[0], error[0]),
+            "error_message": pick(CANCELLED[1], EXPIRED[1], error[1]),
+            "finished_at": pick(now, now, finished_at),
+            "not_before": pick(no_time, no_time, not_before),
+        }
+
+    @staticmethod
+    def _written_note(written: Status, wanted: Status, note: EventNote,
+                      error_code: str | None) -> EventNote:
+        return note if written is wanted else EventNote(written.value, {"code": error_code})
+
+    @_guard
+    def mark_dispatched(self, job_id: str, *, attempt: int, version: datetime) -> bool:
         with self.engine.begin() as conn:
-            res = conn.execute(
+            return conn.execute(jobs.update().where(
+                jobs.c.id == job_id, jobs.c.status.in_(_WAITING), jobs.c.attempts == attempt,
+                jobs.c.updated_at == version,
+            ).values(dispatched_at=self._at(utcnow()))).rowcount == 1
+
+    @_guard
+    def claim(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
+        base = utcnow()
+        now = self._at(base)
+        with self.engine.begin() as conn:
+            row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING),
                        jobs.c.cancel_requested.is_(False),
-                       sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+                       sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
+                       sa.or_(jobs.c.expires_at.is_(None), jobs.c.expires_at > now))
                 .values(status=Status.RUNNING.value, attempts=jobs.c.attempts + 1,
-                        lease_owner=owner, lease_expires_at=lease_until, updated_at=now,
-                        started_at=sa.func.coalesce(jobs.c.started_at, now)))
-            if res.rowcount != 1:
+                        lease_owner=owner, lease_expires_at=self._at(base, lease_s),
+                        updated_at=now, started_at=sa.func.coalesce(jobs.c.started_at, now))
+                .returning(*jobs.c)).first()
+            if row is None:
                 return None
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+            self._note(conn, job_id, row.attempts, EventNote("claimed", {"worker": owner}), now)
         return _row_to_job(row)
 
     def _running(self, job_id: str, attempt: int) -> Any:
@@ -240,11 +319,11 @@ class SqlJobStore:
 
     @_guard
     def renew_lease(self, job_id: str, *, attempt: int, owner: str,
-                    lease_until: datetime) -> tuple[bool, bool]:
+                    lease_s: float) -> tuple[bool, bool]:
         with self.engine.begin() as conn:
             row = conn.execute(
                 jobs.update().where(self._running(job_id, attempt), jobs.c.lease_owner == owner)
-                .values(lease_expires_at=lease_until)
+                .values(lease_expires_at=self._at(utcnow(), lease_s))
                 .returning(jobs.c.cancel_requested)).first()
         return (row is not None, bool(row and row.cancel_requested))
 
@@ -266,14 +345,19 @@ class SqlJobStore:
             return conn.execute(stmt.values(**values)).rowcount == 1
 
     @_guard
-    def finish(self, job_id: str, *, attempt: int, status: Status, now: datetime,
-               result: Any = None, error_code: str | None = None,
-               error_message: str | None = None, usage_delta: Usage | None = None,
-               not_before: datetime | None = None, refund_attempt: bool = False) -> bool:
+    def finish(self, job_id: str, *, attempt: int, status: Status, result: Any = None,
+               error_code: str | None = None, error_message: str | None = None,
+               usage_delta: Usage | None = None, delay_s: float | None = None,
+               refund_attempt: bool = False, quota_wait: QuotaWait = "keep",
+               lease_expired: bool = False, note: EventNote | None = None) -> Status | None:
         check_transition(Status.RUNNING, status)
+        base = utcnow()
+        now = self._at(base)
+        not_before = None if delay_s is None else self._at(base, delay_s)
         values: dict[str, Any] = {
             "status": status.value, "updated_at": now, "lease_owner": None,
-            "lease_expires_at": None, "not_before": not_before, **_usage_values(usage_delta)}
+            "lease_expires_at": None, "not_before": not_before, **_usage_values(usage_delta),
+            **_quota_wait_values(quota_wait, now)}
         if status is Status.SUCCEEDED:
             values.update(result=result, progress=100, error_code=None, error_message=None)
         else:
@@ -282,62 +366,113 @@ class SqlJobStore:
             values["finished_at"] = now
         if status is Status.RETRYING:  # the next send is due; the sweep watches for it
             values["dispatched_at"] = None
+            values.update(self._ended_instead(status.value, now, not_before=not_before,
+                                              error=(error_code, error_message)))
         if refund_attempt:
             values["attempts"] = jobs.c.attempts - 1
+        where = [self._running(job_id, attempt)]
+        if lease_expired:  # the sweep: a lease renewed since it was read is left alone
+            where.append(jobs.c.lease_expires_at < now)
         with self.engine.begin() as conn:
-            return conn.execute(
-                jobs.update().where(self._running(job_id, attempt)).values(**values)
-            ).rowcount == 1
+            row = conn.execute(jobs.update().where(*where).values(**values)
+                               .returning(jobs.c.status, jobs.c.error_code)).first()
+            if row is None:
+                return None
+            written = Status(row.status)
+            self._note(conn, job_id, attempt, self._written_note(
+                written, status, note or EventNote(status.value), row.error_code), now)
+        return written
 
     @_guard
-    def request_cancel(self, job_id: str, *, tenant: str | None, now: datetime) -> Job | None:
+    def request_cancel(self, job_id: str, *, tenant: str | None) -> Job | None:
         owned = [jobs.c.id == job_id] + ([jobs.c.tenant == tenant] if tenant else [])
+        now = self._at(utcnow())
+        waiting = jobs.c.status.in_(_WAITING)
+        # One UPDATE: a worker parking the job between two statements cannot slip through.
         with self.engine.begin() as conn:
-            res = conn.execute(jobs.update().where(*owned, jobs.c.status.in_(_WAITING)).values(
-                status=Status.CANCELLED.value, finished_at=now, updated_at=now,
-                error_code="cancelled", error_message="cancelled on request"))
-            if res.rowcount != 1:
-                res = conn.execute(jobs.update().where(
-                    *owned, jobs.c.status == Status.RUNNING.value).values(
-                    cancel_requested=True, updated_at=now))
-            if res.rowcount != 1:
+            row = conn.execute(jobs.update().where(
+                *owned, jobs.c.status.in_([*_WAITING, Status.RUNNING.value])).values(
+                status=sa.case((waiting, Status.CANCELLED.value), else_=jobs.c.status),
+                finished_at=sa.case((waiting, now), else_=jobs.c.finished_at),
+                error_code=sa.case((waiting, CANCELLED[0]), else_=jobs.c.error_code),
+                error_message=sa.case((waiting, CANCELLED[1]), else_=jobs.c.error_message),
+                cancel_requested=sa.case((waiting, jobs.c.cancel_requested), else_=sa.true()),
+                updated_at=now).returning(*jobs.c)).first()
+            if row is None:
                 return None
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
-            conn.execute(job_events.insert().values(job_id=job_id, kind="cancel_requested",
-                                                    attempt=row.attempts, at=now, detail={}))
+            self._note(conn, job_id, row.attempts, EventNote("cancel_requested"), now)
         return _row_to_job(row)
 
     @_guard
-    def requeue(self, job_id: str, *, from_status: Status, attempt: int, now: datetime,
-                reset_attempts: bool = False) -> bool:
+    def requeue(self, job_id: str, *, from_status: Status, attempt: int,
+                reset_attempts: bool = False, lease_expired: bool = False,
+                note: EventNote | None = None) -> Job | None:
         check_transition(from_status, Status.QUEUED)
+        now = self._at(utcnow())
         values: dict[str, Any] = {
-            "status": Status.QUEUED.value, "lease_owner": None, "lease_expires_at": None,
-            "not_before": None, "finished_at": None, "dispatched_at": None, "updated_at": now}
-        if reset_attempts:
-            values.update(attempts=0, error_code=None, error_message=None)
+            "lease_owner": None, "lease_expires_at": None, "dispatched_at": None,
+            "updated_at": now}
+        if reset_attempts:  # a replay: a fresh start, nothing left that could stop it
+            values.update(status=Status.QUEUED.value, attempts=0, error_code=None,
+                          error_message=None, cancel_requested=False, expires_at=None,
+                          quota_wait_since=None, not_before=None, finished_at=None)
+        else:
+            values.update(self._ended_instead(Status.QUEUED.value, now,
+                                              error=(jobs.c.error_code, jobs.c.error_message)))
+        where = [jobs.c.id == job_id, jobs.c.status == from_status.value,
+                 jobs.c.attempts == attempt]
+        if lease_expired:
+            where.append(jobs.c.lease_expires_at < now)
         with self.engine.begin() as conn:
-            return conn.execute(jobs.update().where(
-                jobs.c.id == job_id, jobs.c.status == from_status.value,
-                jobs.c.attempts == attempt).values(**values)).rowcount == 1
+            row = conn.execute(jobs.update().where(*where).values(**values)
+                               .returning(*jobs.c)).first()
+            if row is None:
+                return None
+            written = Status(row.status)
+            self._note(conn, job_id, row.attempts, self._written_note(
+                written, Status.QUEUED, note or EventNote("requeued"), row.error_code), now)
+        return _row_to_job(row)
 
     @_guard
-    def expired_leases(self, now: datetime, limit: int = 100) -> Sequence[Job]:
+    def close_waiting(self, *, job_id: str | None = None,
+                      limit: int = 500) -> Sequence[tuple[str, Status]]:
+        now = self._at(utcnow())
+        cancel, expired = self._may_not_wait(now)
+        doomed = sa.select(jobs.c.id).where(jobs.c.status.in_(_WAITING), sa.or_(cancel, expired))
+        if job_id is not None:
+            doomed = doomed.where(jobs.c.id == job_id)
+        with self.engine.begin() as conn:
+            rows = conn.execute(jobs.update().where(
+                jobs.c.id.in_(doomed.limit(limit).scalar_subquery()),
+                jobs.c.status.in_(_WAITING), sa.or_(cancel, expired),
+            ).values(updated_at=now, **self._ended_instead(jobs.c.status, now))
+                .returning(jobs.c.id, jobs.c.status, jobs.c.attempts, jobs.c.error_code)).all()
+            for r in rows:
+                self._note(conn, r.id, r.attempts,
+                           EventNote(r.status, {"code": r.error_code}), now)
+        return [(r.id, Status(r.status)) for r in rows]
+
+    @_guard
+    def expired_leases(self, limit: int = 100) -> Sequence[Job]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(jobs).where(
-                jobs.c.status == Status.RUNNING.value, jobs.c.lease_expires_at < now,
+                jobs.c.status == Status.RUNNING.value,
+                jobs.c.lease_expires_at < self._at(utcnow()),
             ).limit(limit)).all()
         return [_row_to_job(r) for r in rows]
 
     @_guard
-    def undispatched(self, *, older_than: datetime, redispatch_before: datetime,
-                     now: datetime, limit: int = 500) -> Sequence[Job]:
+    def undispatched(self, *, grace_s: float, redispatch_after_s: float,
+                     limit: int = 500) -> Sequence[Job]:
+        base = utcnow()
+        now = self._at(base)
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(jobs).where(
                 jobs.c.status.in_(_WAITING), jobs.c.cancel_requested.is_(False),
                 sa.or_(
-                    sa.and_(jobs.c.dispatched_at.is_(None), jobs.c.updated_at < older_than),
-                    sa.and_(jobs.c.dispatched_at < redispatch_before,
+                    sa.and_(jobs.c.dispatched_at.is_(None),
+                            jobs.c.updated_at < self._at(base, -grace_s)),
+                    sa.and_(jobs.c.dispatched_at < self._at(base, -redispatch_after_s),
                             sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))),
             ).order_by(jobs.c.created_at).limit(limit)).all()
         return [_row_to_job(r) for r in rows]

@@ -31,7 +31,8 @@ def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
     """
     job, _created = service.submit(tenant=tenant, type=body.type, input=body.input,
                                    priority=body.priority, metadata=body.metadata,
-                                   idempotency_key=idempotency_key)
+                                   idempotency_key=idempotency_key,
+                                   deadline_s=body.deadline_s, expires_at=body.expires_at)
     return JobAccepted(job_id=job.id, status=job.status.value, type=job.type,
                        priority=job.priority.value, created_at=job.created_at)
 
