@@ -12,7 +12,7 @@ import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .models import ApiKey, Job, JobEvent, Page, Usage
@@ -258,6 +258,29 @@ class InMemoryJobStore:
 
     def ping(self) -> None:
         return None
+
+    def fail_waiting(self, job_id: str, *, code: str, message: str, now: datetime) -> bool:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status not in WAITING:
+                return False
+            check_transition(job.status, Status.FAILED)
+            job.status, job.error_code, job.error_message = Status.FAILED, code, message
+            job.finished_at = job.updated_at = now
+            job.not_before = job.lease_owner = job.lease_expires_at = None
+            self._events.append(JobEvent(job_id, "failed", now, job.attempts, {"code": code},
+                                         len(self._events) + 1))
+            return True
+
+    def expire_leases_of(self, owner: str, *, now: datetime) -> int:
+        # Just before `now`, so that a sweep at `now` already counts them as expired.
+        with self._lock:
+            held = [j for j in self._jobs.values()
+                    if j.status is Status.RUNNING and j.lease_owner == owner
+                    and j.lease_expires_at is not None and j.lease_expires_at >= now]
+            for job in held:
+                job.lease_expires_at = now - timedelta(seconds=1)
+            return len(held)
 
 
 class InMemoryDispatcher:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -100,3 +100,18 @@ class Sweeper:
     def _event(self, job_id: str, kind: str, attempt: int, **detail: object) -> None:
         with contextlib.suppress(Unavailable):
             self.store.add_event(JobEvent(job_id, kind, self.clock(), attempt, dict(detail)))
+
+    def recover_dead_workers(self, owners: Iterable[str]) -> int:
+        """Take over at once the running jobs of workers known to be dead (their liveness
+        stamps stopped), instead of waiting for their leases to run out: their leases end now
+        and a sweep handles them like any expired lease. Returns how many jobs that was."""
+        now = self.clock()
+        expired = 0
+        for owner in owners:
+            n = self.store.expire_leases_of(owner, now=now)
+            if n:
+                log.warning("worker %s is gone: taking over its %d running job(s)", owner, n)
+            expired += n
+        if expired:
+            self.sweep()
+        return expired

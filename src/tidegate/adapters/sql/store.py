@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import functools
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -31,6 +31,8 @@ def _guard(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise Unavailable(f"database unavailable: {type(exc.orig).__name__}") from exc
+        except sa.exc.TimeoutError as exc:  # every pooled connection busy: wait and retry
+            raise Unavailable("database connection pool exhausted") from exc
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise Unavailable("database connection lost") from exc
@@ -321,3 +323,32 @@ class SqlJobStore:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    # -- delivery failures and dead workers ---------------------------------------------
+    @_guard
+    def fail_waiting(self, job_id: str, *, code: str, message: str, now: datetime) -> bool:
+        for src in WAITING:
+            check_transition(src, Status.FAILED)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                jobs.update().where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING))
+                .values(status=Status.FAILED.value, error_code=code, error_message=message,
+                        finished_at=now, updated_at=now, not_before=None, lease_owner=None,
+                        lease_expires_at=None)
+                .returning(jobs.c.attempts)).first()
+            if row is None:
+                return False
+            conn.execute(job_events.insert().values(job_id=job_id, kind="failed",
+                                                    attempt=row.attempts, at=now,
+                                                    detail={"code": code}))
+        return True
+
+    @_guard
+    def expire_leases_of(self, owner: str, *, now: datetime) -> int:
+        # Just before `now`, so that a sweep at `now` already counts them as expired.
+        with self.engine.begin() as conn:
+            return int(conn.execute(
+                jobs.update().where(jobs.c.status == Status.RUNNING.value,
+                                    jobs.c.lease_owner == owner,
+                                    jobs.c.lease_expires_at >= now)
+                .values(lease_expires_at=now - timedelta(seconds=1))).rowcount)
