@@ -143,7 +143,7 @@ def test_a_delivery_failing_before_the_claim_is_retried_then_fails_the_job(
     `failed` with `delivery_failed` instead of waiting for the scheduler's re-send (600 s)."""
     from tidegate.worker import app as worker_app
 
-    monkeypatch.setattr(worker_app, "DELIVERY_BACKOFF_BASE_S", 0.1)
+    monkeypatch.setattr(worker_app, "DELIVERY_BACKOFF_BASE_S", 0.1, raising=False)
     calls: list[str] = []
     real_claim = SqlJobStore.claim
 
@@ -177,7 +177,7 @@ def test_a_delivery_keeps_coming_back_while_the_database_is_unavailable(
     acknowledged its message, and the job waited for the scheduler's re-send (600 s)."""
     from tidegate.worker import app as worker_app
 
-    monkeypatch.setattr(worker_app, "DELIVERY_BACKOFF_BASE_S", 0.05)
+    monkeypatch.setattr(worker_app, "DELIVERY_BACKOFF_BASE_S", 0.05, raising=False)
     calls: list[str] = []
     real_claim = SqlJobStore.claim
 
