@@ -93,7 +93,7 @@ def _recover_dead_workers(watch: DeadWorkerWatch, sweeper: Sweeper) -> None:
             sweeper.recover_dead_workers(dead)
             watch.forget(dead)  # only once their jobs were taken over
     except redis.RedisError as exc:  # the leases still run out; the sweep takes over then
-        log.debug("liveness check skipped: %s", type(exc).__name__)
+        log.warning("liveness check skipped: %s: %s", type(exc).__name__, exc)
     except Unavailable as exc:
         log.warning("dead workers' jobs not taken over yet: %s", exc.message)
     except Exception:
