@@ -197,3 +197,37 @@ def test_a_delivery_keeps_coming_back_while_the_database_is_unavailable(
     assert container.store.get(job.id).status is Status.SUCCEEDED
     assert len(calls) == 7
     container.close()
+
+
+def test_dead_worker_watch_confirms_before_it_reports(redis_url: str) -> None:
+    """An owner is reported dead only when its stamps stay old for the whole confirmation
+    window while Redis answers: after a Redis restart every stamp is old at once, and live
+    workers stamp again within a second."""
+    import redis
+
+    from tidegate.adapters.liveness import DeadWorkerWatch, LivenessRegistry
+
+    client = redis.Redis.from_url(redis_url)
+    registry = LivenessRegistry(client, key="tg:test:alive")
+    now = [100.0]
+    watch = DeadWorkerWatch(registry, stale_s=0.2, confirm_s=3.0, clock=lambda: now[0])
+    registry.stamp("h/1")
+    registry.stamp("h/2")
+    assert watch.check() == set()  # fresh
+    time.sleep(0.3)
+    assert watch.check() == set()  # both stale: suspects only
+    now[0] += 2.0
+    registry.stamp("h/1")  # h/1 was alive after all (say, after a Redis restart)
+    assert watch.check() == set()
+    now[0] += 1.5
+    assert watch.check() == {"h/2"}
+    watch.reset()  # e.g. Redis failed a check: continuity lost, start over
+    assert watch.check() == set()
+    now[0] += 3.0
+    assert watch.check() == {"h/2"}
+    watch.forget({"h/2"})
+    now[0] += 10
+    assert watch.check() == set()  # h/1 is a suspect again, not yet confirmed
+    assert registry.fresh(stale_s=60) == {"h/1"}
+    client.delete("tg:test:alive")
+    client.close()
