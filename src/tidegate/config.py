@@ -69,7 +69,10 @@ class Settings(BaseSettings):
 
     lease_s: float = Field(default=30.0, gt=1)
     heartbeat_s: float = Field(default=2.0, gt=0)
-    job_time_limit_s: int = Field(default=1800, ge=10)
+    # Below RabbitMQ's default consumer_timeout (1800 s) with the hard limit (+60 s) too.
+    job_time_limit_s: int = Field(default=1500, ge=10)
+    broker_consumer_timeout_s: int = Field(default=1800, ge=1, description="RabbitMQ's "
+                                           "consumer_timeout, to warn when a job may outlive it")
     retry_backoff_base_s: float = Field(default=2.0, gt=0, description="retries wait a random "
                                         "time up to base * 2**(attempt-1), capped")
     retry_backoff_cap_s: float = Field(default=60.0, gt=0)

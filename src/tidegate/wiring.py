@@ -22,10 +22,13 @@ from .llm_config import LLMConfig, LLMConfigError, load_llm_config
 class Container:
     settings: Settings
     registry: Registry
+    # Connections kept per process (as many again may be opened in a burst); a worker sizes it
+    # from its concurrency, since every running job and its heartbeat each need one.
+    db_pool_size: int = 5
 
     @cached_property
     def engine(self) -> sa.Engine:
-        return make_engine(self.settings.database)
+        return make_engine(self.settings.database, pool_size=self.db_pool_size)
 
     @cached_property
     def store(self) -> SqlJobStore:
@@ -61,7 +64,8 @@ class Container:
             self.engine.dispose()
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(settings: Settings, *, db_pool_size: int = 5) -> Container:
     from .jobs import load_builtin_jobs
 
-    return Container(settings=settings, registry=load_builtin_jobs(settings.job_modules))
+    return Container(settings=settings, registry=load_builtin_jobs(settings.job_modules),
+                     db_pool_size=db_pool_size)

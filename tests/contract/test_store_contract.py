@@ -373,3 +373,40 @@ def test_an_event_that_cannot_be_written_undoes_its_change(store) -> None:
         store.finish(job.id, attempt=1, status=Status.SUCCEEDED, result=1,
                      note=EventNote("succeeded", {"bad": object()}))
     assert store.get(job.id).status is Status.RUNNING  # one transaction: nothing written
+
+
+def test_fail_waiting_ends_only_a_waiting_job(store) -> None:
+    queued, _ = store.create(make_job())
+    retrying, _ = store.create(make_job())
+    running, _ = store.create(make_job())
+    claim(store, retrying)
+    store.finish(retrying.id, attempt=1, status=Status.RETRYING,
+                 error_code="x", error_message="again")
+    claim(store, running)
+    for job in (queued, retrying):
+        assert store.fail_waiting(job.id, code="delivery_failed", message="boom")
+        got = store.get(job.id)
+        assert got.status is Status.FAILED and got.finished_at is not None
+        assert (got.error_code, got.error_message) == ("delivery_failed", "boom")
+        last = store.events(job.id)[-1]
+        assert (last.kind, last.detail) == ("failed", {"code": "delivery_failed"})
+    assert store.get(retrying.id).attempts == 1
+    assert not store.fail_waiting(queued.id, code="delivery_failed", message="again")
+    assert not store.fail_waiting(running.id, code="delivery_failed", message="boom")
+    assert not store.fail_waiting("missing", code="delivery_failed", message="boom")
+    assert store.get(running.id).status is Status.RUNNING
+
+
+def test_expire_leases_of_one_owner(store) -> None:
+    dead = [store.create(make_job())[0] for _ in range(2)]
+    alive, _ = store.create(make_job())
+    for job in dead:
+        claim(store, job, owner="host/1")
+    claim(store, alive, owner="host/2")
+    assert store.expired_leases() == []
+    assert store.expire_leases_of("host/1") == 2
+    assert sorted(j.id for j in store.expired_leases()) == sorted(j.id for j in dead)
+    assert store.expire_leases_of("host/1") == 0  # already expired: left alone
+    assert store.expire_leases_of("host/3") == 0
+    got = store.get(alive.id)
+    assert got.status is Status.RUNNING and got.lease_expires_at > store.now()

@@ -76,6 +76,40 @@ def test_worker_sigkill_holding_reserved_jobs(request: pytest.FixtureRequest,
     assert verdict.statuses == {"succeeded": 8}
 
 
+@pytest.mark.parametrize("broker,pool", [("redis", "threads"), ("amqp", "prefork")])
+def test_dead_worker_jobs_are_taken_over_before_the_lease_runs_out(
+        request: pytest.FixtureRequest, stack_factory: Callable[..., Stack], broker: str,
+        pool: str) -> None:
+    """2b. With the production lease (30 s), a SIGKILLed worker's running jobs run again on
+    another worker within seconds: the scheduler sees the worker's liveness stamps stop in
+    Redis and ends its leases at once, instead of waiting for them to run out."""
+    stack = stack_factory(broker, env={"TIDEGATE_LEASE_S": "30", "TIDEGATE_HEARTBEAT_S": "2",
+                                       "TIDEGATE_SWEEP_INTERVAL_S": "10",
+                                       "TIDEGATE_JOB_TIME_LIMIT_S": "120"})
+    stack.start_all(concurrency=2, pool=pool)
+    ledger = Ledger(stack)
+    with stack.client() as client:
+        # long enough to be still running once the spare worker is up
+        ids = [ledger.submit(client, "fault_work", {"sleep_s": 60, "steps": 60})
+               for _ in range(2)]
+        wait_for(lambda: all(r["status"] == "running" for r in stack.rows(ids).values()), 20,
+                 "both jobs running")
+        owners = {r["lease_owner"] for r in stack.rows(ids).values()}
+        stack.start_worker(concurrency=2, pool=pool)
+        stack.workers[0].signal_group(signal.SIGKILL)
+        fault_at = time.monotonic()
+        wait_for(lambda: all(r["status"] == "running" and r["lease_owner"] not in owners
+                             for r in stack.rows(ids).values()), 15,
+                 "the dead worker's jobs running again elsewhere", every_s=0.05)
+        taken_over_s = time.monotonic() - fault_at
+        for job_id in ids:  # done: no need to wait for them
+            assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+    verdict = conclude(request, ledger, f"2b dead worker, live takeover ({pool})",
+                       since=fault_at, timeout_s=30, takeover_s=round(taken_over_s, 2))
+    assert verdict.statuses == {"cancelled": 2}
+    assert all("requeued" in [k for k, _ in ev] for ev in stack.events(ids).values())
+
+
 @pytest.mark.parametrize("broker,pool", [("redis", "threads"), ("amqp", "threads"),
                                          ("redis", "prefork")])
 def test_worker_sigterm_during_long_job(request: pytest.FixtureRequest,

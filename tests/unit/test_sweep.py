@@ -183,3 +183,17 @@ class FakeClock:
 
     def __call__(self):
         return self.now
+
+
+def test_a_dead_workers_jobs_are_taken_over_before_their_leases_run_out() -> None:
+    store, dispatcher, service, sweeper = setup()
+    mine, _ = service.submit(tenant="t", type="ok", input={})
+    other, _ = service.submit(tenant="t", type="ok", input={})
+    store.claim(mine.id, owner="host/1", lease_s=30)
+    store.claim(other.id, owner="host/2", lease_s=30)
+    assert sweeper.sweep().requeued == 0
+    assert sweeper.recover_dead_workers({"host/1", "host/9"}) == 1
+    assert store.get(mine.id).status is Status.QUEUED
+    assert store.get(other.id).status is Status.RUNNING
+    assert [s[0] for s in dispatcher.sent].count(mine.id) == 2  # submitted, then sent again
+    assert sweeper.recover_dead_workers({"host/1"}) == 0

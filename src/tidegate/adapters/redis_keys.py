@@ -29,3 +29,4 @@ def join_key(prefix: str, *parts: str) -> str:
 
 def conversation_key(tenant: str, conversation_id: str) -> str:
     return join_key(CONVERSATION, tenant, conversation_id)
+WORKERS_ALIVE = "tg:workers:alive"  # zset: lease owner (hostname/pid) -> last stamp, server ms

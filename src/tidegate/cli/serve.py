@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .common import console, fail, settings_or_exit, setup_logging
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="API port [env: TIDEGATE_PORT]")]
 DataDirOpt = Annotated[Path | None, typer.Option(
@@ -74,16 +77,30 @@ def worker(queues: Annotated[str, typer.Option(
                help="threads (default: LLM jobs wait on I/O), prefork or solo "
                "[env: TIDEGATE_WORKER_POOL]")] = None,
            name: Annotated[str | None, typer.Option(help="worker node name")] = None,
-           loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
-    """Run a Celery worker consuming the given priority queues."""
+           loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
+           check: Annotated[bool, typer.Option(
+               "--check", help="don't run a worker: exit 0 if a worker on this host said it "
+               "is alive within the last few seconds, 1 if not (a container health check)")]
+           = False) -> None:
+    """Run a Celery worker consuming the given priority queues. It checks its configuration
+    (job modules, TIDEGATE_LLM_CONFIG, providers) first and refuses to start on a mistake."""
+    from ..core.errors import ConfigurationError
     from ..core.statuses import QUEUES
-    from ..worker.app import create_worker_app
 
     settings = settings_or_exit(worker_concurrency=concurrency, worker_pool=pool)
+    if check:
+        raise SystemExit(_check_worker_alive(settings))
+    from ..worker.app import create_worker_app
+    from ..worker.runtime import check_configuration
+
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if not wanted or unknown:
         fail(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; use high, medium, low")
+    try:
+        check_configuration(settings)
+    except ConfigurationError as exc:
+        fail(f"refusing to start the worker: {exc.message}")
     setup_logging(loglevel)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
@@ -96,6 +113,29 @@ def worker(queues: Annotated[str, typer.Option(
         "worker", "-Q", ",".join(wanted), "-c", str(settings.worker_concurrency),
         "-P", settings.worker_pool, "-n", node, "--loglevel", loglevel, "-E",
         "--without-gossip", "--without-mingle"])
+
+
+def _check_worker_alive(settings: Settings) -> int:
+    import redis
+
+    from ..adapters.liveness import LivenessRegistry
+    from ..core.errors import ConfigurationError
+
+    host = socket.gethostname()
+    try:
+        client = redis.Redis.from_url(settings.state_redis(), socket_timeout=3,
+                                      socket_connect_timeout=3)
+        alive = sorted(o for o in LivenessRegistry(client).fresh() if o.startswith(f"{host}/"))
+        client.close()
+    except ConfigurationError as exc:
+        fail(exc.message)
+    except redis.RedisError as exc:
+        fail(f"cannot reach the shared Redis: {type(exc).__name__}: {exc}")
+    if not alive:
+        fail(f"no worker process on {host} said it is alive in the last few seconds")
+    console.print(f"alive on {host}: {len(alive)} worker process(es) "
+                  f"(pids {', '.join(o.rsplit('/', 1)[1] for o in alive)})")
+    return 0
 
 
 def beat() -> None:

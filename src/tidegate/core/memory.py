@@ -328,6 +328,30 @@ class InMemoryJobStore:
             job.late_usage = job.late_usage.add(usage)
             return True
 
+    def fail_waiting(self, job_id: str, *, code: str, message: str) -> bool:
+        with self._lock:
+            now = self._clock()
+            job = self._jobs.get(job_id)
+            if job is None or job.status not in WAITING:
+                return False
+            check_transition(job.status, Status.FAILED)
+            job.status, job.error_code, job.error_message = Status.FAILED, code, message
+            job.finished_at = job.updated_at = now
+            job.not_before = job.lease_owner = job.lease_expires_at = None
+            self._note(job, EventNote("failed", {"code": code}), now)
+            return True
+
+    def expire_leases_of(self, owner: str) -> int:
+        # A second before now, so that the next sweep counts them as expired.
+        with self._lock:
+            now = self._clock()
+            held = [j for j in self._jobs.values()
+                    if j.status is Status.RUNNING and j.lease_owner == owner
+                    and j.lease_expires_at is not None and j.lease_expires_at >= now]
+            for job in held:
+                job.lease_expires_at = now - timedelta(seconds=1)
+            return len(held)
+
 
 class InMemoryDispatcher:
     """Records sends; ``down`` simulates a broker outage."""

@@ -119,6 +119,16 @@ class JobStore(Protocol):
         to the totals and to ``late_usage``. ``False`` if there is no such job."""
         ...
 
+    def fail_waiting(self, job_id: str, *, code: str, message: str) -> bool:
+        """queued|retrying -> failed with this error, and its ``failed`` event: a job whose
+        delivery keeps failing before any attempt could start."""
+        ...
+
+    def expire_leases_of(self, owner: str) -> int:
+        """End now the leases of the running jobs ``owner`` holds (the owner is known to be
+        dead), so that the next sweep takes them over. Returns how many."""
+        ...
+
 
 class Dispatcher(Protocol):
     """Hands a job id to the broker queue. Raises :class:`~.errors.Unavailable` when it cannot."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -113,3 +113,17 @@ class Sweeper:
         if n:
             log.info("purged %d finished jobs", n)
         return n
+
+    def recover_dead_workers(self, owners: Iterable[str]) -> int:
+        """Take over at once the running jobs of workers known to be dead (their liveness
+        stamps stopped), instead of waiting for their leases to run out: their leases end now
+        and a sweep handles them like any expired lease. Returns how many jobs that was."""
+        expired = 0
+        for owner in owners:
+            n = self.store.expire_leases_of(owner)
+            if n:
+                log.warning("worker %s is gone: taking over its %d running job(s)", owner, n)
+            expired += n
+        if expired:
+            self.sweep()
+        return expired

@@ -25,21 +25,58 @@ log = logging.getLogger(__name__)
 # (SIGTERM and SIGUSR1 already mean something to a pool child; SIGUSR2 does not).
 STOP_SIGNAL = signal.SIGUSR2
 
+# A delivery that fails for another reason than an unreachable dependency (a store error, a
+# bug before the claim) is sent again this many times in all, with doubling delays, and then
+# the job fails with `delivery_failed` instead of waiting for the scheduler's late re-send.
+DELIVERY_ATTEMPTS = 5
+DELIVERY_BACKOFF_BASE_S = 1.0
+DELIVERY_BACKOFF_CAP_S = 30.0
+
+
+def _backoff(n: int) -> float:
+    """The wait before sending a delivery again for the (n+1)th time."""
+    return float(min(DELIVERY_BACKOFF_CAP_S, DELIVERY_BACKOFF_BASE_S * 2 ** min(n, 10)))
+
+
+def consumer_timeout_warning(settings: Settings) -> str | None:
+    """RabbitMQ closes the channel of a consumer that holds an unacknowledged message longer
+    than its `consumer_timeout` (30 min by default); with late acks that is a job running that
+    long, and every message of the worker comes back. Not learnable over AMQP, so it is a
+    setting (TIDEGATE_BROKER_CONSUMER_TIMEOUT_S); say so when a job may outlive it."""
+    if not settings.broker().startswith(("amqp://", "amqps://", "pyamqp://")):
+        return None
+    hard_limit = settings.job_time_limit_s + 60
+    if hard_limit < settings.broker_consumer_timeout_s:
+        return None
+    return (f"the job hard time limit ({hard_limit}s: TIDEGATE_JOB_TIME_LIMIT_S + 60) is not "
+            f"below RabbitMQ's consumer_timeout ({settings.broker_consumer_timeout_s}s, "
+            f"TIDEGATE_BROKER_CONSUMER_TIMEOUT_S): a job running that long makes RabbitMQ close "
+            f"the worker's channel; lower the time limit or raise consumer_timeout")
+
 
 def create_worker_app(settings: Settings) -> Celery:
     runtime.configure(settings)
     app = create_celery(settings)
     if settings.broker().startswith("redis://"):  # (rediss:// keeps kombu's TLS defaults)
         app.conf.broker_transport = "tidegate.worker.transport:RedisTransport"
+    # Celery gives up after 100 reconnection attempts (about an hour) and the worker exits; an
+    # outage that long is no reason for a worker to need restarting by hand.
+    app.conf.broker_connection_max_retries = None
+    if (warning := consumer_timeout_warning(settings)) is not None:
+        log.warning("%s", warning)
     # Celery enforces its time limits in prefork children only.
     enforce_time_limit = settings.worker_pool != "prefork"
 
+    # max_retries=None on the task itself: passed to retry() it means "the default" (3), after
+    # which the task failed and its message was acknowledged, leaving the job to wait.
     @app.task(name=RUN_JOB, bind=True, shared=False, ignore_result=True, acks_late=True,
-              reject_on_worker_lost=True, Strategy="tidegate.worker.strategy:guarded")
-    def run_job(self: Task, job_id: str) -> str:
+              reject_on_worker_lost=True, max_retries=None,
+              Strategy="tidegate.worker.strategy:guarded")
+    def run_job(self: Task, job_id: str, failures: int = 0) -> str:
         """Run one delivery of a job. The row records every outcome; when the database cannot
-        be reached the delivery is sent again later instead of being dropped."""
-        if not isinstance(job_id, str) or len(job_id) > 64:
+        be reached the delivery is sent again later instead of being dropped, and a delivery
+        that keeps failing for another reason ends the job `failed` (`delivery_failed`)."""
+        if not isinstance(job_id, str) or len(job_id) > 64 or type(failures) is not int:
             log.error("dropping malformed run_job message: %r", job_id)
             return "malformed"
         try:
@@ -48,10 +85,31 @@ def create_worker_app(settings: Settings) -> Celery:
             # Acknowledging this message now would leave a job that was never claimed
             # `queued` until the scheduler's late re-send (REDISPATCH_AFTER_S). A job claimed
             # before the outage comes back through its lease; the extra delivery is harmless.
-            retries = self.request.retries or 0
-            delay = min(30.0, 2.0 ** min(retries, 5))
+            delay = _backoff(self.request.retries or 0)
             log.warning("job %s: %s; delivering it again in %.0fs", job_id, exc.message, delay)
-            raise self.retry(countdown=delay, max_retries=None) from None
+            raise self.retry(countdown=delay) from None
+        except Exception as exc:
+            failures += 1
+            if failures < DELIVERY_ATTEMPTS:
+                delay = _backoff(failures - 1)
+                log.warning("job %s: delivery failed (%s: %s); delivering it again in %.1fs "
+                            "(%d of %d)", job_id, type(exc).__name__, exc, delay, failures,
+                            DELIVERY_ATTEMPTS, exc_info=True)
+                raise self.retry(countdown=delay, kwargs={"failures": failures}) from None
+            return _fail_delivery(job_id, failures, exc)
+
+    def _fail_delivery(job_id: str, failures: int, exc: Exception) -> str:
+        message = f"delivery failed {failures} times: {type(exc).__name__}: {exc}"[:500]
+        log.error("job %s: %s", job_id, message, exc_info=exc)
+        try:
+            failed = runtime.get_runtime().container.store.fail_waiting(
+                job_id, code="delivery_failed", message=message)
+        except Exception:  # the store itself is broken: the scheduler's late re-send remains
+            log.exception("job %s: could not record the delivery failure", job_id)
+            return "delivery_failed"
+        if not failed:  # claimed (its lease decides), finished, or gone
+            log.warning("job %s: not waiting any more; left as it is", job_id)
+        return "delivery_failed"
 
     def _deliver(job_id: str) -> str:
         rt = runtime.get_runtime()
@@ -91,8 +149,17 @@ def create_worker_app(settings: Settings) -> Celery:
         timer.daemon = True
         timer.start()
 
+    @signals.worker_init.connect(weak=False)
+    def _announce(**_: object) -> None:
+        log.info("broker connection: retried without limit whenever it is lost")
+        # From the start, not the first job: `tidegate worker --check` looks for this.
+        runtime.start_liveness()
+
     @signals.worker_process_init.connect(weak=False)
     def _hand_back_on_signal(**_: object) -> None:
+        # A prefork child owns the leases of the jobs it runs: it says it is alive itself.
+        runtime.start_liveness()
+
         # In a prefork child: the parent's grace is over, stop this child's job.
         def stop(*_: object) -> None:
             rt = runtime.current()

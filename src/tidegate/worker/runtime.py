@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from ..adapters.liveness import LivenessBeacon
 from ..config import Settings, load_settings
 from ..core.runner import Runner, RunnerConfig
 from ..wiring import Container, build_container
@@ -31,15 +32,46 @@ class Runtime:
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 _settings: Settings | None = None
+_beacon: tuple[int, LivenessBeacon] | None = None
+# Database connections beyond one per job slot: each running job's heartbeat, the time-limit
+# watchdog and the retry re-send share the pool with the jobs themselves.
+DB_POOL_HEADROOM = 2
 
 
 def configure(settings: Settings) -> None:
     """Set the settings the worker process will build its runtime from."""
-    global _settings, _runtime
+    global _settings, _runtime, _beacon
     with _lock:
         if _runtime is not None:
             _runtime.container.close()
-        _settings, _runtime = settings, None
+        if _beacon is not None:
+            _beacon[1].stop()
+        _settings, _runtime, _beacon = settings, None, None
+
+
+def worker_id() -> str:
+    """This process's lease owner id (also its name in the liveness registry)."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def db_pool_size(settings: Settings) -> int:
+    """Connections one worker process keeps: a prefork child runs one job at a time."""
+    slots = 1 if settings.worker_pool == "prefork" else settings.worker_concurrency
+    return slots + DB_POOL_HEADROOM
+
+
+def start_liveness() -> None:
+    """Stamp this process as alive in the shared Redis, from now until it exits (idempotent;
+    after a fork the child starts its own)."""
+    with _lock:
+        _start_liveness()
+
+
+def _start_liveness() -> None:
+    global _beacon
+    if _beacon is None or _beacon[0] != os.getpid():
+        settings = _settings or load_settings()
+        _beacon = (os.getpid(), LivenessBeacon(settings.state_redis(), worker_id()).start())
 
 
 def get_runtime() -> Runtime:
@@ -47,9 +79,9 @@ def get_runtime() -> Runtime:
     with _lock:
         if _runtime is None or _runtime.pid != os.getpid():
             settings = _settings or load_settings()
-            container = build_container(settings)
-            worker_id = f"{socket.gethostname()}/{os.getpid()}"
-            runner = Runner(container.store, container.registry, worker_id=worker_id,
+            _start_liveness()  # before this process can claim its first job
+            container = build_container(settings, db_pool_size=db_pool_size(settings))
+            runner = Runner(container.store, container.registry, worker_id=worker_id(),
                             config=runner_config(settings),
                             services=build_services(container),
                             time_limit_errors=(SoftTimeLimitExceeded,))
@@ -95,3 +127,24 @@ def build_services(container: Container) -> dict[str, object]:
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
                          policy=gateway_policy(settings))
     return {"settings": settings, "redis": state, "llm": gateway}
+
+
+def check_configuration(settings: Settings) -> None:
+    """Build once, at start-up, everything a job will need (job modules, the LLM config, the
+    providers, the shared Redis URL), so that a mistake stops the worker at once with its
+    file and key named, instead of failing every delivery after the worker said "ready".
+    Connects to nothing. Raises ConfigurationError."""
+    from ..core.errors import ConfigurationError
+    from ..llm_config import LLMConfigError
+
+    try:
+        settings.broker()
+        settings.state_redis()
+        services = build_services(build_container(settings))
+    except ConfigurationError:
+        raise
+    except LLMConfigError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    except Exception as exc:
+        raise ConfigurationError(f"{type(exc).__name__}: {exc}") from exc
+    services["redis"].close()  # type: ignore[attr-defined]

@@ -2,6 +2,9 @@
 
 The maintenance runs in this process rather than as Celery tasks, so that it still works
 when every worker is busy, crashed or stopped: that is exactly when the sweep is needed.
+Between sweeps, every LIVENESS_TICK_S, the leader asks the shared Redis which workers stopped
+stamping themselves alive (adapters/liveness.py) and takes their jobs over at once, without
+waiting for the leases to run out; that check touches the database only when one died.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 import redis
 
 from ..adapters.leader import LeaderLock
+from ..adapters.liveness import DeadWorkerWatch, LivenessRegistry
 from ..adapters.redis_keys import BEAT_LEADER
 from ..config import Settings
 from ..core.errors import Unavailable
@@ -24,6 +28,7 @@ from ..wiring import build_container
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
+LIVENESS_TICK_S = 1.0
 
 
 def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) -> None:
@@ -42,9 +47,13 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
     client = redis.Redis.from_url(settings.state_redis(), socket_timeout=5,
                                   socket_connect_timeout=3)
     lock = LeaderLock(client, BEAT_LEADER, ttl_s=max(15.0, settings.sweep_interval_s * 3))
+    watch = DeadWorkerWatch(LivenessRegistry(client))
+    tick = min(settings.sweep_interval_s, LIVENESS_TICK_S)
     leading = False
     last_purge = 0.0
-    log.info("scheduler started: sweep every %.0fs", settings.sweep_interval_s)
+    next_sweep = 0.0
+    log.info("scheduler started: sweep every %.0fs, dead workers looked for every %.0fs",
+             settings.sweep_interval_s, tick)
     try:
         while not stop.is_set():
             try:
@@ -55,7 +64,9 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
             if now_leading != leading:
                 log.info("scheduler %s", "is the leader" if now_leading else "is standing by")
                 leading = now_leading
-            if leading:
+                watch.reset()
+            if leading and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + settings.sweep_interval_s
                 try:
                     sweeper.sweep()
                     if time.monotonic() - last_purge > PURGE_EVERY_S:
@@ -65,9 +76,25 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
                     log.warning("sweep skipped: %s", exc.message)
                 except Exception:
                     log.exception("sweep failed")
-            stop.wait(settings.sweep_interval_s)
+            if leading:
+                _recover_dead_workers(watch, sweeper)
+            stop.wait(tick)
     finally:
         with contextlib.suppress(redis.RedisError):
             lock.release()
         container.close()
         log.info("scheduler stopped")
+
+
+def _recover_dead_workers(watch: DeadWorkerWatch, sweeper: Sweeper) -> None:
+    try:
+        dead = watch.check()
+        if dead:
+            sweeper.recover_dead_workers(dead)
+            watch.forget(dead)  # only once their jobs were taken over
+    except redis.RedisError as exc:  # the leases still run out; the sweep takes over then
+        log.warning("liveness check skipped: %s: %s", type(exc).__name__, exc)
+    except Unavailable as exc:
+        log.warning("dead workers' jobs not taken over yet: %s", exc.message)
+    except Exception:
+        log.exception("taking over dead workers' jobs failed")

@@ -24,11 +24,17 @@ def _private_sqlite_file(path: Path) -> None:
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
+    """``pool_size`` connections are kept, as many again may be opened in a burst; a caller
+    that needs more at once waits up to 30 s, then gets sqlalchemy's TimeoutError (which the
+    store reports as Unavailable)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        pool: dict[str, Any] = {}
         if parsed.database and parsed.database != ":memory:":
             _private_sqlite_file(Path(parsed.database))
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            pool = {"pool_size": pool_size, "max_overflow": pool_size}
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                                  **pool)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -37,6 +37,8 @@ def _guard(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise Unavailable(f"database unavailable: {type(exc.orig).__name__}") from exc
+        except sa.exc.TimeoutError as exc:  # every pooled connection busy: wait and retry
+            raise Unavailable("database connection pool exhausted") from exc
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise Unavailable("database connection lost") from exc
@@ -553,3 +555,32 @@ class SqlJobStore:
         with self.engine.begin() as conn:
             return conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(**values)).rowcount == 1
+
+    # -- delivery failures and dead workers ---------------------------------------------
+    @_guard
+    def fail_waiting(self, job_id: str, *, code: str, message: str) -> bool:
+        for src in WAITING:
+            check_transition(src, Status.FAILED)
+        now = self._at(utcnow())
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                jobs.update().where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING))
+                .values(status=Status.FAILED.value, error_code=code, error_message=message,
+                        finished_at=now, updated_at=now, not_before=None, lease_owner=None,
+                        lease_expires_at=None)
+                .returning(jobs.c.attempts, jobs.c.updated_at)).first()
+            if row is None:
+                return False
+            self._note(conn, job_id, row.attempts, EventNote("failed", {"code": code}),
+                       row.updated_at)
+        return True
+
+    @_guard
+    def expire_leases_of(self, owner: str) -> int:
+        # A second before the database's now, so that the next sweep counts them as expired.
+        with self.engine.begin() as conn:
+            return int(conn.execute(
+                jobs.update().where(jobs.c.status == Status.RUNNING.value,
+                                    jobs.c.lease_owner == owner,
+                                    jobs.c.lease_expires_at >= self._at(utcnow()))
+                .values(lease_expires_at=self._at(utcnow(), -1.0))).rowcount)
