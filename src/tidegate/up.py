@@ -17,9 +17,6 @@ from .core.keys import authenticate, create_key
 from .embedded import free_port, port_is_free, redis_argv
 from .supervisor import Supervisor
 
-PROVIDER_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GEMINI_API_KEY",
-                 "GOOGLE_API_KEY")
-
 
 def _wait_for(check: object, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s

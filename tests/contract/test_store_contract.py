@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from tidegate.core.models import EventNote, Job, JobEvent, Usage, new_job_id, utcnow
+from tidegate.core.models import EventNote, Job, Usage, new_job_id, utcnow
 from tidegate.core.statuses import Priority, Status
 
 
@@ -198,7 +198,7 @@ def test_failed_job_can_be_replayed(store) -> None:
 
 def test_events_are_ordered(store) -> None:
     job, _ = store.create(make_job())
-    store.add_event(JobEvent(job.id, "claimed", utcnow(), 1, {"worker": "w"}))
+    claim(store, job)
     kinds = [e.kind for e in store.events(job.id)]
     assert kinds == ["submitted", "claimed"]
     first = store.events(job.id)[0].id

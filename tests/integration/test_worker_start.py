@@ -157,9 +157,11 @@ def test_a_delivery_failing_before_the_claim_is_retried_then_fails_the_job(
     settings = settings_for(tmp_path, database_url=sqlite_db, broker_url=broker_url,
                             redis_url=REDIS_URL)
     container = build_container(settings)
+    # Submitted before the worker starts: `broken_claim` must know the doomed id before any
+    # delivery of it can arrive.
+    doomed, _ = container.service.submit(tenant="t", type="echo", input={"text": "x"})
+    fine, _ = container.service.submit(tenant="t", type="echo", input={"text": "y"})
     with running_worker(settings, concurrency=2):
-        doomed, _ = container.service.submit(tenant="t", type="echo", input={"text": "x"})
-        fine, _ = container.service.submit(tenant="t", type="echo", input={"text": "y"})
         wait_until(lambda: container.store.get(doomed.id).status.terminal, timeout_s=30)
         wait_until(lambda: container.store.get(fine.id).status.terminal, timeout_s=10)
     got = container.store.get(doomed.id)

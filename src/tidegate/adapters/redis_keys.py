@@ -10,7 +10,6 @@ from __future__ import annotations
 from urllib.parse import quote
 
 BEAT_LEADER = "tg:beat:leader"  # string: the token of the scheduler that currently leads
-LIMITER_PREFIX = "tg:lim:"  # rate limiter lanes (see adapters/limiter)
 CONVERSATION = "tg:conv"  # hash per (tenant, conversation): job id -> one chat turn
 
 # Characters kept as they are: ':' (the separator), '%' (the escape) and the braces of a

@@ -10,7 +10,6 @@ import builtins
 import copy
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -285,10 +284,6 @@ class InMemoryJobStore:
                 del self._jobs[job_id]
             self._events = [e for e in self._events if e.job_id not in doomed]
             return len(doomed)
-
-    def add_event(self, event: JobEvent) -> None:
-        with self._lock:
-            self._events.append(replace(event, id=len(self._events) + 1))
 
     def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]:
         with self._lock:

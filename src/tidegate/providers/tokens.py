@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from tidegate.core.llm import LLMRequest, Message
+from tidegate.core.llm import Message
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with BPE tokenizers
 
@@ -28,8 +28,3 @@ def estimate_messages_tokens(messages: Iterable[Message] | Iterable[str]) -> int
     for m in messages:
         total += estimate_tokens(m if isinstance(m, str) else m.content)
     return total
-
-
-def estimate_request_tokens(req: LLMRequest) -> tuple[int, int]:
-    """``(input_tokens, max_output_tokens)``: what a provider counts against a token quota at admission."""
-    return estimate_messages_tokens(req.messages), req.max_output_tokens

@@ -494,13 +494,6 @@ class SqlJobStore:
 
     # -- events -------------------------------------------------------------------------
     @_guard
-    def add_event(self, event: JobEvent) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(job_events.insert().values(
-                job_id=event.job_id, kind=event.kind, attempt=event.attempt, at=event.at,
-                detail=event.detail))
-
-    @_guard
     def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]:
         dialect = self.engine.dialect.name
         columns = [_raw_json(c, dialect) if c.name == "detail" else c for c in job_events.c]
