@@ -12,7 +12,7 @@ from ..core.statuses import CELERY_STATES
 
 
 class JobCreate(BaseModel):
-    type: str = Field(description="a registered job type, e.g. `echo` or `startup_report`")
+    type: str = Field(min_length=1, max_length=100, description="a registered job type, e.g. `echo` or `startup_report`")
     input: dict[str, Any] = Field(default_factory=dict, description="validated by the job type")
     priority: Literal["high", "medium", "low"] | None = Field(
         default=None, description="overrides the job type's default queue")
@@ -54,6 +54,27 @@ class UsagePublic(BaseModel):
 class ErrorPublic(BaseModel):
     code: str
     message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorPublic
+
+
+def error_responses(**described: str) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for error statuses, e.g. ``error_responses(**{"404": "no such job"})``;
+    every one has the :class:`ErrorBody` shape."""
+    return {int(status): {"model": ErrorBody, "description": text}
+            for status, text in described.items()}
+
+
+# What any route behind an API key can answer, and any route that reads a JSON body.
+AUTH_ERRORS = error_responses(**{"401": "missing, invalid, expired or revoked API key",
+                                 "503": "database unavailable"})
+BODY_ERRORS = error_responses(**{"400": "the body is not JSON",
+                                 "413": "the body is larger than TIDEGATE_MAX_BODY_BYTES",
+                                 "422": "invalid request"})
 
 
 class JobAccepted(BaseModel):

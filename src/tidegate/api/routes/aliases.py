@@ -6,14 +6,22 @@ from fastapi import APIRouter
 
 from ...core.errors import InvalidInput
 from ..deps import ServiceDep, TenantDep
-from ..schemas import GenerateAccepted, GenerateRequest, LegacyStatus
+from ..schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    GenerateAccepted,
+    GenerateRequest,
+    LegacyStatus,
+    error_responses,
+)
 
-router = APIRouter(tags=["seed aliases"])
+router = APIRouter(tags=["seed aliases"], responses=AUTH_ERRORS)
 
 REPORT_TYPE = "startup_report"
 
 
-@router.post("/generate", status_code=202, response_model=GenerateAccepted)
+@router.post("/generate", status_code=202, response_model=GenerateAccepted,
+             responses=BODY_ERRORS)
 def generate(body: GenerateRequest, service: ServiceDep, tenant: TenantDep) -> GenerateAccepted:
     """Submit a startup research report (same as POST /v1/jobs with type startup_report)."""
     if REPORT_TYPE not in service.registry:
@@ -24,7 +32,8 @@ def generate(body: GenerateRequest, service: ServiceDep, tenant: TenantDep) -> G
     return GenerateAccepted(job_id=job.id, status=job.status.value)
 
 
-@router.get("/status/{job_id}", response_model=LegacyStatus)
+@router.get("/status/{job_id}", response_model=LegacyStatus,
+            responses=error_responses(**{"404": "no such job for this tenant"}))
 def status(job_id: str, service: ServiceDep, tenant: TenantDep) -> LegacyStatus:
     """Celery-style state of a job (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED)."""
     return LegacyStatus.of(service.get(job_id, tenant=tenant))

@@ -13,16 +13,26 @@ from fastapi.responses import StreamingResponse
 
 from ...core.errors import NotFound, Unavailable
 from ..deps import ContainerDep, ServiceDep, TenantDep
-from ..schemas import JobAccepted, JobCreate, JobEventPublic, JobList, JobPublic
+from ..schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    JobAccepted,
+    JobCreate,
+    JobEventPublic,
+    JobList,
+    JobPublic,
+    error_responses,
+)
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
-_ERRORS = {404: {"description": "no such job for this tenant"},
-           422: {"description": "unknown job type or invalid input"},
-           503: {"description": "database unavailable; nothing was accepted"}}
+_ERRORS = error_responses(**{"404": "no such job for this tenant",
+                             "422": "unknown job type, invalid input or invalid cursor",
+                             "503": "database unavailable; nothing was accepted"})
 
 
-@router.post("", status_code=202, response_model=JobAccepted, responses=_ERRORS)
+@router.post("", status_code=202, response_model=JobAccepted,
+             responses={**_ERRORS, **BODY_ERRORS})
 def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
                idempotency_key: Annotated[str | None, Header()] = None) -> JobAccepted:
     """Submit a job. 202 means the job row is committed: it will run, or end with an error.
@@ -37,13 +47,16 @@ def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
                        priority=job.priority.value, created_at=job.created_at)
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList,
+            responses=error_responses(**{"422": "invalid status, type, limit or cursor"}))
 def list_jobs(service: ServiceDep, tenant: TenantDep,
               status: Annotated[str | None, Query(description="e.g. failed: the dead letters")]
               = None,
               type: str | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: str | None = None) -> JobList:
+              cursor: Annotated[str | None, Query(
+                  description="`next_cursor` of the previous page, exactly as returned")] = None,
+              ) -> JobList:
     """List the caller's jobs, newest first; pass `next_cursor` back for the next page."""
     page = service.list(tenant=tenant, status=status, type=type, limit=limit, cursor=cursor)
     return JobList(jobs=[JobPublic.of(j) for j in page.jobs], next_cursor=page.next_cursor)

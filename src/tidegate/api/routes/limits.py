@@ -10,11 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from ...core.errors import Unavailable
 from ..deps import ContainerDep, TenantDep
+from ..schemas import AUTH_ERRORS
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/v1/limits")
+@router.get("/v1/limits", responses=AUTH_ERRORS)
 async def limits(container: ContainerDep, _tenant: TenantDep) -> dict[str, Any]:
     """Every lane (`provider:model`): its limits (configured or learned from the provider's
     headers), use over the last minute, in-flight calls, waiting jobs by priority, and the

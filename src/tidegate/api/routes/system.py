@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...core.errors import Unavailable
 from ..deps import ContainerDep, TenantDep
-from ..schemas import QueueDepth, QueuesReport, WorkerInfo
+from ..schemas import AUTH_ERRORS, QueueDepth, QueuesReport, WorkerInfo
 
 router = APIRouter(tags=["system"])
 
@@ -45,7 +45,7 @@ def metrics(container: ContainerDep) -> PlainTextResponse:
                              media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/queues", response_model=QueuesReport)
+@router.get("/v1/queues", response_model=QueuesReport, responses=AUTH_ERRORS)
 async def queues(container: ContainerDep, _tenant: TenantDep) -> QueuesReport:
     """Depth of each priority queue (ready, unacked), the workers and their active and
     reserved counts. Cached for a moment, so polling it is cheap."""
