@@ -92,6 +92,18 @@ def test_early_delivery_is_sent_back_for_later(env) -> None:
     assert out.kind == "retry" and 0 < out.delay_s <= 5
 
 
+def test_a_delivery_refused_as_early_comes_back_even_if_due_a_moment_later(env) -> None:
+    """The claim found it early, the next read of the clock found it due: acknowledging it
+    then left the job to the scheduler's re-send, 10 minutes later."""
+    service, runner, store, _, _ = env
+    job, _ = service.submit(tenant="t", type="quota", input={})
+    runner.run(job.id)  # parked for quota, not_before 5 s ahead
+    due = store.get(job.id).not_before
+    store.now = lambda: due + timedelta(milliseconds=1)  # type: ignore[method-assign]
+    out = runner.run(job.id)
+    assert out.kind == "retry" and out.delay_s > 0
+
+
 def test_checkpoints_resume_after_a_crash(env) -> None:
     service, runner, store, _, calls = env
     job, _ = service.submit(tenant="t", type="steps", input={})

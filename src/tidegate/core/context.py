@@ -6,7 +6,8 @@ import threading
 import time
 from typing import Any, Generic, TypeVar
 
-from .errors import JobCancelled, LeaseLost, WorkerStopping
+from .errors import JobCancelled, JobFailed, LeaseLost, WorkerStopping
+from .jsonsafe import find_problem, storable_text
 from .models import Usage
 from .ports import JobStore
 
@@ -93,11 +94,19 @@ class JobContext(Generic[T]):
     def progress(self, percent: float, message: str = "") -> None:
         self.check()
         pct = max(0, min(100, int(percent)))
+        delta = self.take_unflushed_usage()
         if not self._store.update_progress(self.job_id, attempt=self.attempt, progress=pct,
-                                           message=message,
-                                           usage_delta=self.take_unflushed_usage()):
-            self.lease_lost.set()
-            raise LeaseLost(self.job_id)
+                                           message=storable_text(message),
+                                           usage_delta=delta):
+            self._lost(delta)
+
+    def _lost(self, delta: Usage) -> None:
+        """The row moved on without this attempt: what its calls cost is billed all the same,
+        so it goes to the job as late usage instead of being dropped with the write."""
+        if delta != Usage():
+            self.add_late_usage(delta)
+        self.lease_lost.set()
+        raise LeaseLost(self.job_id)
 
     # -- checkpoints ----------------------------------------------------------------------
     @property
@@ -109,12 +118,16 @@ class JobContext(Generic[T]):
              message: str = "") -> None:
         """Checkpoint one finished step in the job row (and optionally report progress)."""
         self.check()
+        if (problem := find_problem(value)) is not None:
+            # PostgreSQL would refuse the write, and every retry would fail the same way.
+            raise JobFailed("unstorable_result",
+                            f"checkpoint {key!r} cannot be stored: {problem[0]} {problem[1]}")
         self._checkpoint[key] = value
+        delta = self.take_unflushed_usage()
         ok = self._store.update_progress(
             self.job_id, attempt=self.attempt,
             progress=-1 if progress is None else max(0, min(100, int(progress))),
-            message=message, checkpoint=self._checkpoint,
-            usage_delta=self.take_unflushed_usage())
+            message=storable_text(message), checkpoint=self._checkpoint,
+            usage_delta=delta)
         if not ok:
-            self.lease_lost.set()
-            raise LeaseLost(self.job_id)
+            self._lost(delta)

@@ -33,6 +33,16 @@ def text_problem(s: str) -> str | None:
     return None
 
 
+def storable_text(s: str) -> str:
+    """``s`` made storable: NUL and lone surrogates become U+FFFD. For text Tidegate writes
+    itself from what handlers and providers produce (error and progress messages), where
+    refusing is no option."""
+    if text_problem(s) is None:
+        return s
+    return s.replace("\x00", "\ufffd").encode("utf-8", "surrogatepass").decode(
+        "utf-8", "replace")
+
+
 def _join(path: str, part: str | int) -> str:
     if isinstance(part, int):
         return f"{path}[{part}]"

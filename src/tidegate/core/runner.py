@@ -23,6 +23,7 @@ from .errors import (
     UnknownJobType,
     WorkerStopping,
 )
+from .jsonsafe import find_problem, storable_text
 from .models import EventNote, Job, Usage
 from .ports import JobStore
 from .registry import Registry
@@ -113,6 +114,7 @@ class Runner:
         try:
             result = job_type.handler(ctx)
         except LeaseLost:
+            self._bill_late(job_id, ctx.take_unflushed_usage())
             log.warning("job %s attempt %d stopped: its row moved on (lease taken over, or the "
                         "attempt was ended by the time limit)", job_id, attempt)
             return Outcome("lost")
@@ -140,6 +142,13 @@ class Runner:
             beat.join(timeout=5)
         if ctx.cancelled:  # cancelled while the last step ran: cancellation wins over result
             return self._cancelled(job_id, ctx)
+        if (problem := find_problem(result)) is not None:
+            # Refused by PostgreSQL (NUL, lone surrogates, NaN): retrying would only pay for
+            # the same result again, so the job ends with what is wrong with it.
+            self._finish(job_id, attempt, Status.FAILED, ctx=ctx, error=(
+                "unstorable_result", f"the result cannot be stored: {problem[0] or 'result'} "
+                f"{problem[1]}"))
+            return Outcome("failed")
         if self._finish(job_id, attempt, Status.SUCCEEDED, ctx=ctx, result=result):
             return Outcome("succeeded")
         return Outcome("lost")
@@ -147,7 +156,22 @@ class Runner:
     def _write(self, **kw: Any) -> Status | None:
         """The final write of an attempt, retried through a short database outage: giving up
         would throw a finished result away and run the job again once its lease expires."""
-        return self._through_outage(lambda: self.store.finish(**kw), kw.get("job_id"))
+        if isinstance(kw.get("error_message"), str):
+            kw["error_message"] = storable_text(kw["error_message"])
+        written = self._through_outage(lambda: self.store.finish(**kw), kw.get("job_id"))
+        if written is None:
+            self._bill_late(kw["job_id"], kw.get("usage_delta"))
+        return written
+
+    def _bill_late(self, job_id: str, delta: Usage | None) -> None:
+        """Usage of an attempt whose write lost its race: the provider billed it anyway."""
+        if delta is None or delta == Usage():
+            return
+        try:
+            self.store.add_late_usage(job_id, delta)
+        except Exception:  # the row's totals miss it; say so rather than fail the delivery
+            log.warning("job %s: could not record %s as late usage", job_id, delta,
+                        exc_info=True)
 
     def _through_outage(self, fn: Callable[[], T], job_id: object) -> T:
         deadline = time.monotonic() + self.config.lease_s
@@ -183,9 +207,12 @@ class Runner:
             for _, status in self.store.close_waiting(job_id=job_id):
                 return Outcome("cancelled" if status is Status.CANCELLED else "failed",
                                job_type=job.type)
-            now = self.store.now()
-            if not job.cancel_requested and job.not_before and job.not_before > now:
-                return Outcome("retry", (job.not_before - now).total_seconds(),
+            if not job.cancel_requested and job.not_before is not None:
+                # Early (the broker's ETA runs on another clock than the database's). Even
+                # if not_before has passed by now, the claim just refused it as early:
+                # acknowledging this message would leave the job to the 600 s re-send.
+                now = self.store.now()
+                return Outcome("retry", max(0.05, (job.not_before - now).total_seconds()),
                                job.priority.value)
         return Outcome("skipped")
 

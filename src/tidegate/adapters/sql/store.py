@@ -309,11 +309,22 @@ class SqlJobStore:
                 .values(status=Status.RUNNING.value, attempts=jobs.c.attempts + 1,
                         lease_owner=owner, lease_expires_at=self._at(base, lease_s),
                         updated_at=now, started_at=sa.func.coalesce(jobs.c.started_at, now))
-                .returning(*jobs.c)).first()
+                .returning(*self._read)).first()
             if row is None:
                 return None
+            job = _read_job(row)
+            if job.error_code == "unreadable" and row.error_code != "unreadable":
+                # Its input cannot even be decoded: no attempt can run it, and raising here
+                # would bring the same message back for ever. It ends here, with the reason.
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                    status=Status.FAILED.value, error_code="unreadable",
+                    error_message=job.error_message, finished_at=now, updated_at=now,
+                    lease_owner=None, lease_expires_at=None))
+                self._note(conn, job_id, row.attempts, EventNote("failed", {"code": "unreadable"}),
+                           now)
+                return None
             self._note(conn, job_id, row.attempts, EventNote("claimed", {"worker": owner}), now)
-        return _row_to_job(row)
+        return job
 
     def _running(self, job_id: str, attempt: int) -> Any:
         return sa.and_(jobs.c.id == job_id, jobs.c.status == Status.RUNNING.value,
@@ -457,11 +468,11 @@ class SqlJobStore:
     @_guard
     def expired_leases(self, limit: int = 100) -> Sequence[Job]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(jobs).where(
+            rows = conn.execute(self._select_readable().where(
                 jobs.c.status == Status.RUNNING.value,
                 jobs.c.lease_expires_at < self._at(utcnow()),
             ).limit(limit)).all()
-        return [_row_to_job(r) for r in rows]
+        return [_read_job(r) for r in rows]
 
     @_guard
     def undispatched(self, *, grace_s: float, redispatch_after_s: float,
@@ -469,7 +480,7 @@ class SqlJobStore:
         base = utcnow()
         now = self._at(base)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(jobs).where(
+            rows = conn.execute(self._select_readable().where(
                 jobs.c.status.in_(_WAITING), jobs.c.cancel_requested.is_(False),
                 sa.or_(
                     sa.and_(jobs.c.dispatched_at.is_(None),
@@ -477,7 +488,7 @@ class SqlJobStore:
                     sa.and_(jobs.c.dispatched_at < self._at(base, -redispatch_after_s),
                             sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))),
             ).order_by(jobs.c.created_at).limit(limit)).all()
-        return [_row_to_job(r) for r in rows]
+        return [_read_job(r) for r in rows]
 
     @_guard
     def purge(self, *, finished_before: datetime, failed_before: datetime) -> int:
