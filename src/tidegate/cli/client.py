@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -55,7 +56,9 @@ def _print_result(job: dict[str, Any]) -> None:
     console.print(f"job [bold]{job['job_id']}[/] [{colour}]{state}[/] after "
                   f"{job['attempts']} attempt(s)")
     if job.get("error"):
-        console.print(f"[red]{job['error']['code']}[/]: {job['error']['message']}")
+        # Job text comes from handlers and providers: printed as text, never as markup.
+        console.print(f"[red]{escape(job['error']['code'])}[/]: "
+                      f"{escape(job['error']['message'])}")
     result = job.get("result")
     if isinstance(result, dict) and isinstance(result.get("report"), str):
         console.print(Markdown(result["report"]))
@@ -77,7 +80,7 @@ def _wait(api: Api, job_id: str, timeout_s: float | None) -> dict[str, Any]:
         task = bar.add_task("", total=100, state="queued")
         while True:
             job = api.call("GET", f"/v1/jobs/{job_id}")
-            bar.update(task, completed=job["progress"], description=job.get("message") or "",
+            bar.update(task, completed=job["progress"], description=escape(job.get("message") or ""),
                        state=job["status"])
             if job["status"] in TERMINAL:
                 return job
@@ -132,7 +135,7 @@ def status(job_id: str,
         _print_result(job)
     else:
         console.print(f"job [bold]{job_id}[/] {job['status']} {job['progress']}% "
-                      f"{job.get('message') or ''} (attempt {job['attempts']})")
+                      f"{escape(job.get('message') or '')} (attempt {job['attempts']})")
 
 
 def jobs(status: Annotated[str | None, typer.Option(help="filter: queued, running, failed...")]

@@ -7,6 +7,7 @@ import sys
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..config import Settings, load_settings
 from ..core.errors import ConfigurationError
@@ -16,7 +17,8 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    # Messages quote the API and the settings (`[models] allow`): text, not Rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     raise SystemExit(code)
 
 
