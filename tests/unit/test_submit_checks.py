@@ -33,8 +33,8 @@ def test_unstorable_text_is_refused_for_non_http_callers(service: JobService) ->
 
 def test_every_submit_parameter_is_in_the_fingerprint(service: JobService,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A field added to submit() joins the fingerprint by itself, and varying any one of them
-    under one key is a mismatch."""
+    """Every field of submit() is in the fingerprint (a new one must be added), and varying one
+    of them under one key is a mismatch."""
     import tidegate.core.service as service_module
 
     fingerprinted: list[dict] = []

@@ -66,10 +66,10 @@ class JobService:
         ``deadline_s`` (from now) or ``expires_at``: past it the job fails with `expired`
         instead of waiting or retrying.
         """
-        # Taken first, so locals() holds exactly the parameters: a field added to submit()
-        # is part of the fingerprint (and of the storability check) without a second edit.
-        params = dict(locals())
-        request = {k: v for k, v in params.items() if k not in _NOT_THE_REQUEST}
+        # What an Idempotency-Key promises. Every parameter but the caller and the key belongs
+        # here (tests/unit/test_submit_checks.py compares this with the signature).
+        request = {"type": type, "input": input, "priority": priority, "metadata": metadata,
+                   "deadline_s": deadline_s, "expires_at": expires_at}
         require_storable({**request, "idempotency_key": idempotency_key})
         job_type = self.registry.get(type)
         validated = job_type.validate(input, self.validation_context)
