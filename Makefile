@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Test processes: most tests wait on real services and child processes, not on the CPU, so
+# more workers than cores pays off; each gets its own Redis database and RabbitMQ vhost.
+TEST_WORKERS ?= 3
 
 .PHONY: run test test-fast lint bench clean
 
@@ -17,11 +20,11 @@ run: $(BIN)/.installed
 
 ## Run the whole test suite (unit, contract, integration, end-to-end, fault injection).
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## The quick part: everything but the slow end-to-end and fault scenarios.
 test-fast: $(BIN)/.installed
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 ## Static checks: ruff everywhere, mypy --strict on the framework-free core.
 lint: $(BIN)/.installed

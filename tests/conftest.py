@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tests.services import AMQP_URL, REDIS_URL, fresh_pg_database, need
+from tests.services import AMQP_URL, REDIS_URL, ensure_amqp_vhost, fresh_pg_database, need
 from tidegate.adapters.sql import SqlJobStore, make_engine
 from tidegate.adapters.sql.migrate import upgrade
 from tidegate.adapters.sql.tables import metadata
 from tidegate.core.memory import InMemoryJobStore
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ensure_amqp_vhost()
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +129,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             os.kill(pid, signal.SIGKILL)
     if leftovers:
         print(f"\nkilled {len(leftovers)} process(es) left behind by tests: {leftovers}")
+
+
+# -- the fault suite's summary: here, because under xdist only this conftest reaches the
+# controller process that prints the terminal summary
+def _recorded(terminalreporter: Any) -> list[dict[str, Any]]:
+    """Each scenario's ledger row, from the test reports: under pytest-xdist the scenarios ran in
+    worker processes, and only their reports (with user_properties) reach this one."""
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            rows += [json.loads(v) for k, v in getattr(report, "user_properties", ())
+                     if k == "fault_result"]
+    return rows
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    results = _recorded(terminalreporter)
+    if not results:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "fault scenarios: ledger and recovery")
+    tr.write_line("(one JSON line per scenario in fault_results.jsonl under the basetemp,"
+                  " or each xdist worker's)")
+    tr.write_line(f"{'scenario':<34} {'broker':<7} {'accepted':>8} {'lost':>4} {'dup':>3} "
+                  f"{'regr':>4} {'exec/cap':>8} {'recovery':>9}  statuses")
+    for r in results:
+        rec = "-" if r.get("recovery_s") is None else f"{r['recovery_s']:.1f}s"
+        tr.write_line(f"{r['scenario']:<34} {r['broker']:<7} {r['accepted']:>8} {r['lost']:>4} "
+                      f"{r['duplicates']:>3} {r['regressions']:>4} "
+                      f"{str(r['max_exec']) + '/' + str(r['cap']):>8} {rec:>9}  "
+                      f"{json.dumps(r['statuses'])}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    """Captured output can hold lone surrogates (tests feed them in on purpose, and the product
+    logs what it refused); pytest-xdist must send each report as UTF-8, so escape them."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                       for title, text in report.sections]

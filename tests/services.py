@@ -15,9 +15,29 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# Under pytest-xdist each worker process (gw0, gw1, ...) gets its own Redis database and
+# RabbitMQ vhost, so tests that flush a database or purge the fixed queue names never reach
+# into another worker's run. The databases count up from the configured one (12-15 by default;
+# Tidegate's own environments use 0-11).
+WORKER_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+XDIST = "PYTEST_XDIST_WORKER" in os.environ
+
+
+def _per_worker_redis(url: str) -> str:
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) + WORKER_INDEX}"
+
+
+def _per_worker_amqp(url: str) -> str:
+    if not XDIST:
+        return url
+    base, _, vhost = url.rpartition("/")
+    return f"{base}/{vhost or 'tidegate-test'}-gw{WORKER_INDEX}"
+
+
 PG_URL = os.environ.get("TIDEGATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-AMQP_URL = os.environ.get("TIDEGATE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = _per_worker_redis(os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/12"))
+AMQP_URL = _per_worker_amqp(os.environ.get("TIDEGATE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"))
 
 
 def require_services() -> bool:
@@ -60,3 +80,22 @@ def fresh_pg_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def ensure_amqp_vhost() -> None:
+    """Create this xdist worker's vhost on the shared RabbitMQ (idempotent), with the URL's
+    user allowed in it. Uses `rabbitmqctl` on this host; without it, the vhost must exist."""
+    if not XDIST:
+        return
+    import shutil
+    import subprocess
+    from urllib.parse import unquote
+
+    parts = urlsplit(AMQP_URL)
+    vhost, user = unquote(parts.path.removeprefix("/")), parts.username or "guest"
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None or (parts.hostname or "") not in ("127.0.0.1", "localhost", "::1"):
+        return
+    subprocess.run([ctl, "add_vhost", vhost], capture_output=True, timeout=60)
+    subprocess.run([ctl, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+                   capture_output=True, timeout=60)

@@ -6,7 +6,6 @@ others are the machine's shared ones when they can be (a fresh PostgreSQL databa
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 
 from tests.services import PG_URL, need
 
-from .harness import RESULTS, ProcSet, RabbitServer, RedisServer, Stack
+from .harness import ProcSet, RabbitServer, RedisServer, Stack
 
 BROKERS = ["redis", "amqp"]
 
@@ -27,25 +26,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    if not RESULTS:
-        return
-    tr = terminalreporter
-    tr.write_sep("=", "fault scenarios: ledger and recovery")
-    factory = getattr(config, "_tmp_path_factory", None)
-    if factory is not None:
-        tr.write_line(f"(one JSON line per scenario in "
-                      f"{factory.getbasetemp() / 'fault_results.jsonl'})")
-    tr.write_line(f"{'scenario':<34} {'broker':<7} {'accepted':>8} {'lost':>4} {'dup':>3} "
-                  f"{'regr':>4} {'exec/cap':>8} {'recovery':>9}  statuses")
-    for r in RESULTS:
-        rec = "-" if r.get("recovery_s") is None else f"{r['recovery_s']:.1f}s"
-        tr.write_line(f"{r['scenario']:<34} {r['broker']:<7} {r['accepted']:>8} {r['lost']:>4} "
-                      f"{r['duplicates']:>3} {r['regressions']:>4} "
-                      f"{str(r['max_exec']) + '/' + str(r['cap']):>8} {rec:>9}  "
-                      f"{json.dumps(r['statuses'])}")
 
 
 @pytest.fixture

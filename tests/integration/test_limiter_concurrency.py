@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from tests.services import need
+from tests.services import REDIS_URL, need
 from tidegate.adapters.limiter import RedisLimiter
 from tidegate.core.limits import LaneLimits, LimiterPolicy
 
-REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 LANE = "sim:model@key1"
 PROCESSES = 4
 

@@ -7,14 +7,13 @@ final test drives both with one random workload and demands identical answers.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.services import need
+from tests.services import REDIS_URL, need
 from tidegate.core.limits import (
     SERVICE_POLICY,
     Admission,
@@ -25,7 +24,6 @@ from tidegate.core.limits import (
 )
 from tidegate.core.llm import RateLimitInfo
 
-REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 LANE = "openai:gpt-4o-mini"
 T0 = 1_700_000_000.0
 
