@@ -12,6 +12,7 @@ from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
 from .adapters.sql import SqlJobStore, make_engine
 from .config import Settings
+from .core.dispatch_marks import DispatchMarks
 from .core.errors import ConfigurationError
 from .core.registry import Registry
 from .core.service import JobService
@@ -52,14 +53,23 @@ class Container:
             raise ConfigurationError(str(exc)) from None
 
     @cached_property
+    def dispatch_marks(self) -> DispatchMarks | None:
+        """None: each send is recorded at once. The API batches them (see DispatchMarks)."""
+        return None
+
+    @cached_property
     def service(self) -> JobService:
         from .jobs.common import LLM_CONFIG
 
         return JobService(self.store, self.dispatcher, self.registry,
                           secret=self.settings.secret_key,
-                          validation_context={LLM_CONFIG: self.llm_config})
+                          validation_context={LLM_CONFIG: self.llm_config},
+                          marks=self.dispatch_marks)
 
     def close(self) -> None:
+        marks = self.__dict__.get("dispatch_marks")
+        if marks is not None:
+            marks.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 

@@ -14,6 +14,7 @@ from .. import __version__
 from ..adapters.limiter import RedisLimiter
 from ..adapters.queues import QueueInspector
 from ..config import Settings, load_settings
+from ..core.dispatch_marks import DispatchMarks
 from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 
 class ApiContainer(Container):
+    @cached_property
+    def dispatch_marks(self) -> DispatchMarks | None:
+        return DispatchMarks(self.store)
+
     @cached_property
     def queue_inspector(self) -> QueueInspector:
         return QueueInspector(self.celery, ttl_s=self.settings.queues_cache_s)

@@ -80,13 +80,19 @@ class InMemoryJobStore:
                                      dict(note.detail), len(self._events) + 1))
 
     def mark_dispatched(self, job_id: str, *, attempt: int, version: datetime) -> bool:
+        return self.mark_dispatched_many([(job_id, attempt, version)]) == 1
+
+    def mark_dispatched_many(self, marks: Sequence[tuple[str, int, datetime]]) -> int:
+        marked = 0
         with self._lock:
-            job = self._jobs.get(job_id)
-            if (job is None or job.status not in WAITING or job.attempts != attempt
-                    or job.updated_at != version):
-                return False
-            job.dispatched_at = self._clock()
-            return True
+            for job_id, attempt, version in marks:
+                job = self._jobs.get(job_id)
+                if (job is None or job.status not in WAITING or job.attempts != attempt
+                        or job.updated_at != version):
+                    continue
+                job.dispatched_at = self._clock()
+                marked += 1
+        return marked
 
     def claim(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
         with self._lock:

@@ -42,6 +42,11 @@ class JobStore(Protocol):
         ``updated_at``); a row that moved on since (claimed, parked again) is left alone."""
         ...
 
+    def mark_dispatched_many(self, marks: Sequence[tuple[str, int, datetime]]) -> int:
+        """``mark_dispatched`` for many ``(job_id, attempt, version)`` at once, in one
+        transaction; returns how many rows it marked."""
+        ...
+
     def claim(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
         """queued|retrying (``not_before`` passed, not cancel-requested, not past its deadline)
         -> running, attempt+1, lease for ``lease_s``; writes the ``claimed`` event."""

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .cursors import cursor_key, decode_cursor, encode_cursor
+from .dispatch_marks import DispatchMarks
 from .errors import (
     AlreadyTerminal,
     IdempotencyMismatch,
@@ -43,8 +44,12 @@ def request_fingerprint(request: dict[str, Any]) -> str:
 class JobService:
     def __init__(self, store: JobStore, dispatcher: Dispatcher, registry: Registry, *,
                  clock: Callable[[], datetime] = utcnow, secret: str | None = None,
-                 validation_context: Mapping[str, Any] | None = None) -> None:
+                 validation_context: Mapping[str, Any] | None = None,
+                 marks: DispatchMarks | None = None) -> None:
         self.store = store
+        # Where "this row's message is out" is recorded: in batches off the request path when
+        # given (the API), else at once (the sweep, the CLI, tests).
+        self.marks = marks
         self.dispatcher = dispatcher
         self.registry = registry
         self.clock = clock
@@ -128,9 +133,12 @@ class JobService:
             # Accepted anyway: the sweep re-sends undispatched rows once the broker is back.
             log.warning("broker unavailable, job %s stays queued for the sweep: %s", job.id, exc)
             return False
+        # Only if the row is still the one we sent for: a worker that already claimed it
+        # (and maybe parked it again, clearing dispatched_at) keeps its own state.
+        if self.marks is not None:
+            self.marks.add(job.id, attempt=job.attempts, version=job.updated_at)
+            return True
         try:
-            # Only if the row is still the one we sent for: a worker that already claimed it
-            # (and maybe parked it again, clearing dispatched_at) keeps its own state.
             self.store.mark_dispatched(job.id, attempt=job.attempts, version=job.updated_at)
         except Exception:
             # The message is out; an unrecorded send costs at most one duplicate from the
