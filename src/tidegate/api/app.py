@@ -18,6 +18,7 @@ from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
+from .request_metrics import RequestMetricsMiddleware
 from .routes import aliases, jobs, limits, system
 
 log = logging.getLogger(__name__)
@@ -72,4 +73,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(limits.router)
     app.include_router(aliases.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware)  # outermost: counts the 413s too
     return app
