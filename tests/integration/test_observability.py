@@ -169,3 +169,32 @@ def test_prefork_worker_counts_over_its_children_and_logs_json(tmp_path: Path,
     assert retrying["job_id"] == flaky.id and retrying["attempt"] == 1
     # Celery's own lines come out as JSON too (every line parsed above).
     assert any(line["logger"].startswith("celery") for line in lines)
+
+
+def test_job_types_route_and_dashboard_page(tmp_path: Path, redis_url: str) -> None:
+    settings = settings_for(tmp_path, redis_url=redis_url)
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    key, _ = create_key(SqlJobStore(engine), tenant="acme", secret=settings.secret_key)
+    engine.dispose()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/v1/job-types").status_code == 401
+        types = client.get("/v1/job-types", headers={"Authorization": f"Bearer {key}"}).json()
+        by_name = {t["name"]: t for t in types["job_types"]}
+        report = by_name["startup_report"]
+        assert report["priority"] == "medium" and report["max_attempts"] >= 1
+        assert report["input_schema"]["required"] == ["startup"]
+        assert report["input_schema"]["properties"]["startup"]["maxLength"] == 500
+        assert "/v1/job-types" in client.get("/openapi.json").json()["paths"]
+        page = client.get("/")  # no key needed: the page signs in itself
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert '<script type="module" src="/static/js/main.js">' in page.text
+        script = client.get("/static/js/main.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        # Nothing in the dashboard parses HTML from data.
+        static = Path(__file__).resolve().parents[2] / "src/tidegate/api/static/js"
+        for js in static.rglob("*.js"):
+            text = js.read_text()
+            assert "innerHTML" not in text and "insertAdjacentHTML" not in text, js
+            assert "eval(" not in text and "document.write" not in text, js
