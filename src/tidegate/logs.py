@@ -7,6 +7,7 @@ the JSON format puts them at the top level, the text format appends them as ``ke
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -109,13 +110,23 @@ def configure(fmt: str = "text", level: str | int = "INFO") -> None:
 
 
 def uvicorn_log_config(fmt: str, level: str = "INFO") -> dict[str, Any]:
-    """A dictConfig for uvicorn, applied in each of its worker processes too."""
-    factory = "tidegate.logs.JsonFormatter" if fmt == "json" else "tidegate.logs.TextFormatter"
+    """A dictConfig for uvicorn, applied in each of its worker processes too. In text mode
+    uvicorn's own lines keep their familiar format (``INFO:     Started server process``)."""
+    ours = {"()": "tidegate.logs.JsonFormatter" if fmt == "json"
+            else "tidegate.logs.TextFormatter"}
+    handler = {"class": "logging.StreamHandler", "formatter": "tidegate",
+               "stream": "ext://sys.stderr"}
+    if fmt != "json":
+        from uvicorn.config import LOGGING_CONFIG
+
+        config = copy.deepcopy(LOGGING_CONFIG)
+        config["formatters"]["tidegate"] = ours
+        config["handlers"]["tidegate"] = handler
+        config["root"] = {"handlers": ["tidegate"], "level": level}
+        return config
     return {
         "version": 1, "disable_existing_loggers": False,
-        "formatters": {"tidegate": {"()": factory}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "tidegate",
-                                "stream": "ext://sys.stderr"}},
+        "formatters": {"tidegate": ours}, "handlers": {"stderr": handler},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {name: {"handlers": [], "propagate": True}
                     for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},

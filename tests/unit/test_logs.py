@@ -89,3 +89,24 @@ def test_configure_replaces_the_root_handlers() -> None:
         root.handlers, _ = saved
         root.setLevel(saved[1])
         logging.captureWarnings(False)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_uvicorn_config_is_a_valid_dict_config(fmt: str) -> None:
+    import logging.config
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved_named = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate)
+                   for n in names}
+    try:
+        logging.config.dictConfig(logs.uvicorn_log_config(fmt))
+        expected = logs.JsonFormatter if fmt == "json" else logs.TextFormatter
+        assert isinstance(root.handlers[0].formatter, expected)
+    finally:
+        root.handlers, _ = saved
+        root.setLevel(saved[1])
+        for n, (handlers, propagate) in saved_named.items():
+            logging.getLogger(n).handlers = handlers
+            logging.getLogger(n).propagate = propagate
