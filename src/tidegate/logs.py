@@ -37,8 +37,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
                 r"authorization)[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&}]+"), r"\1***"),
 )
 # Keys whose values are secret whatever they look like.
-_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|api_key|apikey|token|authorization|"
-                         r"credential)")
+# (Whole words at the end of the name: `webhook_secret`, `access_token`, not `input_tokens`.)
+_SECRET_KEY = re.compile(r"(?i)(^|[_.\-])(password|passwd|pwd|secret|secret_key|api_?key|token|"
+                         r"authorization|credentials?)$")
 
 
 def redact_text(text: str) -> str:

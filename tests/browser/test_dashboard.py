@@ -198,3 +198,24 @@ def test_phone_sized_screen(browser, tidegate: Up, page, artifacts: Path) -> Non
         shot(phone, artifacts, "11-phone-lanes")
     finally:
         ctx.close()
+
+
+def test_the_run_logged_json_lines_with_job_fields(tidegate: Up) -> None:
+    import json
+
+    lines = [json.loads(line.split("| ", 1)[1]) for line in tidegate.log.read_text().splitlines()
+             if line.startswith(("api", "worker", "beat")) and "| {" in line]
+    events = {}
+    for line in lines:
+        events.setdefault(line["event"], []).append(line)
+    calls = events["llm_call"]
+    assert len(calls) >= 7
+    for call in calls:
+        assert call["type"] == "startup_report" and call["tenant"] == "default"
+        assert re.fullmatch(r"(openai|anthropic|gemini):.+", call["lane"])
+        assert isinstance(call["input_tokens"], int) and call["input_tokens"] > 0
+        assert call["cost_usd"] > 0
+    assert {e["type"] for e in events["task_completed"]} >= {"startup_report", "dash_fails_once"}
+    assert [e["code"] for e in events["task_failed"]] == ["upstream_down"]
+    assert any(line["logger"].startswith("uvicorn") for line in lines)  # the API's lines too
+    assert not any(tidegate.key in json.dumps(line) for line in lines)

@@ -72,6 +72,15 @@ def test_secrets_in_fields_and_tracebacks_are_redacted(fmt: str) -> None:
         assert line["password"] == "***" and "Traceback" in line["exc"]
 
 
+def test_counts_named_like_secrets_are_kept() -> None:
+    line = json.loads(_emit("json", "llm_call", input_tokens=173, output_tokens=752,
+                            max_tokens=500, tokenizer="cl100k", access_token="abc123secret",
+                            webhook_secret="s3cr3t"))
+    assert (line["input_tokens"], line["output_tokens"], line["max_tokens"]) == (173, 752, 500)
+    assert line["tokenizer"] == "cl100k"
+    assert line["access_token"] == "***" and line["webhook_secret"] == "***"
+
+
 def test_text_format_appends_fields_as_key_value() -> None:
     out = _emit("text", "task_completed", job_id="j9", type="echo", attempt=1, tenant="t")
     assert "task_completed job_id=j9 type=echo attempt=1 tenant=t" in out
