@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tidegate.adapters.sql import SqlJobStore, make_engine
 from tidegate.adapters.sql.migrate import upgrade
 from tidegate.api.app import create_app
+from tidegate.config import Settings
 from tidegate.core.keys import create_key
 from tidegate.embedded import free_port
 from tidegate.wiring import build_container
@@ -36,12 +37,18 @@ def value(scraped: dict, name: str, **labels: str) -> float:
     return scraped.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_api_counts_submissions_and_requests_by_route(tmp_path: Path, redis_url: str) -> None:
+def api_settings_and_key(tmp_path: Path, redis_url: str) -> tuple[Settings, str]:
+    """Settings over a migrated SQLite store, and an API key of tenant `acme`."""
     settings = settings_for(tmp_path, redis_url=redis_url)
     engine = make_engine(settings.database)
     upgrade(engine)
     key, _ = create_key(SqlJobStore(engine), tenant="acme", secret=settings.secret_key)
     engine.dispose()
+    return settings, key
+
+
+def test_api_counts_submissions_and_requests_by_route(tmp_path: Path, redis_url: str) -> None:
+    settings, key = api_settings_and_key(tmp_path, redis_url)
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         before = samples(client.get("/metrics").text)
@@ -172,11 +179,7 @@ def test_prefork_worker_counts_over_its_children_and_logs_json(tmp_path: Path,
 
 
 def test_job_types_route_and_dashboard_page(tmp_path: Path, redis_url: str) -> None:
-    settings = settings_for(tmp_path, redis_url=redis_url)
-    engine = make_engine(settings.database)
-    upgrade(engine)
-    key, _ = create_key(SqlJobStore(engine), tenant="acme", secret=settings.secret_key)
-    engine.dispose()
+    settings, key = api_settings_and_key(tmp_path, redis_url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/v1/job-types").status_code == 401
         types = client.get("/v1/job-types", headers={"Authorization": f"Bearer {key}"}).json()
