@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # more workers than cores pays off; each gets its own Redis database and RabbitMQ vhost.
 TEST_WORKERS ?= 3
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,17 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/tidegate up
 
-## Run the whole test suite (unit, contract, integration, end-to-end, fault injection).
-test: lint
+## The dashboard's browser tests drive Debian's chromium (browsers cannot be downloaded here,
+## so never `playwright install`); installed once, when missing.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
+
+browser: $(BIN)/.installed $(CHROMIUM)
+
+## Run the whole test suite (unit, contract, integration, end-to-end, fault injection, browser).
+test: lint browser
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## The quick part: everything but the slow end-to-end and fault scenarios.

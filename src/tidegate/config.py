@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=7.0, gt=0)
     failed_retention_days: float = Field(default=30.0, gt=0)
     queues_cache_s: float = Field(default=2.0, ge=0)
+    log_format: Literal["text", "json"] = Field(default="text", description="`json`: one "
+                                                "JSON object per line, for log shippers")
 
     simulator: Literal["auto", "off"] = "auto"
     simulator_url: str | None = None

@@ -13,7 +13,8 @@ import pytest
 
 from .harness import Up, start_up, stop_up, wait_job
 
-pytestmark = pytest.mark.slow
+# One Tidegate stack for the module (a module fixture): its tests run in one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-llm")]
 
 FAST_SIM = {"latency_min_ms": 20, "latency_max_ms": 60, "per_token_ms": 0,
             "output_tokens_min": 40, "output_tokens_max": 80}

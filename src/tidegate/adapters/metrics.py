@@ -1,24 +1,98 @@
 """Prometheus metrics. The API exports the system's state (jobs by status, queue depth,
-workers, provider lanes) read at scrape time; each worker exports its own counters."""
+workers, provider lanes) read at scrape time, and its own request and submission counters;
+each worker exports its own job counters (summed over its pool's processes with prefork:
+multiprocess mode, see :func:`use_multiprocess_dir`)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# -- API --------------------------------------------------------------------------------------
+jobs_submitted = Counter("tidegate_jobs_submitted_total", "Jobs accepted (new rows), by type "
+                         "and priority", ["type", "priority"])
+
+
+def count_submission(job: Any, created: bool) -> None:
+    """A submission that made a new row (a repeated Idempotency-Key does not count)."""
+    if created:
+        jobs_submitted.labels(type=job.type, priority=job.priority.value).inc()
+
+
+http_requests = Counter("tidegate_http_requests_total", "HTTP requests answered, by route "
+                        "template, method and status", ["route", "method", "status"])
+http_seconds = Histogram("tidegate_http_request_duration_seconds", "Time to answer an HTTP "
+                         "request (streams: to their first byte), by route and method",
+                         ["route", "method"], buckets=HTTP_BUCKETS)
+
+# -- workers ----------------------------------------------------------------------------------
+jobs_completed = Counter("tidegate_jobs_completed_total", "Jobs that succeeded, by type",
+                         ["type"])
+jobs_failed = Counter("tidegate_jobs_failed_total", "Jobs that failed (dead letters), by type "
+                      "and error code", ["type", "code"])
+jobs_retried = Counter("tidegate_jobs_retried_total", "Attempts that ended in a retry, by type",
+                       ["type"])
+job_duration = Histogram("tidegate_job_duration_seconds", "How long the attempt that ended a "
+                         "job (succeeded, failed or cancelled) ran, by type", ["type"],
+                         buckets=DURATION_BUCKETS)
 
 job_outcomes = Counter("tidegate_job_outcomes_total",
                        "Job deliveries run by this worker, by type and outcome "
                        "(succeeded, failed, cancelled, retry, skipped, lost)", ["type", "outcome"])
 job_seconds = Histogram("tidegate_job_run_seconds", "Time one delivery of a job ran, by type",
                         ["type"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+
+
+def use_multiprocess_dir(path: Path) -> None:
+    """Count in files under ``path`` from now on (this process and the processes it forks),
+    so that a prefork pool's children add up. Call before the first sample is recorded; the
+    directory is emptied, as the previous run's files would be counted again."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+    owner = os.getpid()
+    # Only by the process that made it: a forked child exiting must not take it away.
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(path, ignore_errors=True))
+    os.environ[MULTIPROC_ENV] = str(path)
+    # prometheus_client picks its value class when imported; labelled children made from
+    # now on take the file-backed one.
+    values.ValueClass = values.get_value_class()
+
+
+def process_registry() -> CollectorRegistry:
+    """This process's counters, or every process's when multiprocess mode is on."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def exposition(*registries: CollectorRegistry) -> bytes:
+    return b"".join(generate_latest(r) for r in registries)
 
 
 class SystemCollector(Collector):

@@ -19,7 +19,8 @@ from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
-from .routes import aliases, jobs, limits, system
+from .request_metrics import RequestMetricsMiddleware
+from .routes import aliases, dashboard, job_types, jobs, limits, system
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.container = container
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(job_types.router)
     app.include_router(system.router)
     app.include_router(limits.router)
     app.include_router(aliases.router)
+    dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware)  # outermost: counts the 413s too
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import NoReturn
 
 from rich.console import Console
@@ -29,8 +27,7 @@ def settings_or_exit(**overrides: object) -> Settings:
         fail(exc.message)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "amqp", "kombu"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(settings: Settings, level: str = "INFO") -> None:
+    from .. import logs
+
+    logs.configure(settings.log_format, level)

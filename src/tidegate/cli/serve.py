@@ -59,13 +59,16 @@ def api(host: Annotated[str | None, typer.Option(help="[env: TIDEGATE_HOST]")] =
     """Serve the HTTP API (FastAPI on Uvicorn)."""
     import uvicorn
 
+    from ..logs import uvicorn_log_config
+
     settings = settings_or_exit(host=host, port=port)
-    setup_logging()
+    setup_logging(settings)
     # Child processes rebuild Settings from the environment; pass the CLI overrides on.
     os.environ["TIDEGATE_HOST"], os.environ["TIDEGATE_PORT"] = settings.host, str(settings.port)
     uvicorn.run("tidegate.api.app:create_app", factory=True, host=settings.host,
                 port=settings.port, workers=workers, log_level="info",
-                timeout_graceful_shutdown=10, proxy_headers=True)
+                timeout_graceful_shutdown=10, proxy_headers=True,
+                log_config=uvicorn_log_config(settings.log_format))
 
 
 def worker(queues: Annotated[str, typer.Option(
@@ -101,12 +104,17 @@ def worker(queues: Annotated[str, typer.Option(
         check_configuration(settings)
     except ConfigurationError as exc:
         fail(f"refusing to start the worker: {exc.message}")
-    setup_logging(loglevel)
+    setup_logging(settings, loglevel)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
-        # Counters live in this process: exact with the threads pool (the default).
-        start_http_server(settings.worker_metrics_port, addr=settings.host)
+        from ..adapters.metrics import process_registry, use_multiprocess_dir
+
+        if settings.worker_pool == "prefork" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # The jobs run in the pool's children: count in files that the parent sums up.
+            use_multiprocess_dir(settings.data_dir.resolve() / f"metrics-{os.getpid()}")
+        start_http_server(settings.worker_metrics_port, addr=settings.host,
+                          registry=process_registry())
     celery_app = create_worker_app(settings)
     node = name or f"tidegate-{'-'.join(wanted)}-{os.getpid()}@{socket.gethostname()}"
     celery_app.worker_main([
@@ -144,7 +152,7 @@ def beat() -> None:
     from ..worker.scheduler import run_scheduler
 
     settings = settings_or_exit()
-    setup_logging()
+    setup_logging(settings)
     run_scheduler(settings)
 
 

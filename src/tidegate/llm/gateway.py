@@ -43,6 +43,7 @@ from ..core.llm import (
 )
 from ..core.models import Usage
 from ..llm_config import LLMConfig, LLMConfigError
+from ..logs import job_fields
 from ..providers import Providers, abort
 from ..providers.tokens import estimate_messages_tokens, estimate_tokens
 from . import metrics
@@ -294,6 +295,16 @@ class JobLLM:
             ctx.add_usage(spent)
             metrics.tokens.labels(lane=lane, kind="input").inc(in_tok)
             metrics.tokens.labels(lane=lane, kind="output").inc(out_tok)
+            metrics.llm_tokens.labels(lane=lane, tenant=ctx.tenant, direction="input").inc(in_tok)
+            metrics.llm_tokens.labels(lane=lane, tenant=ctx.tenant,
+                                      direction="output").inc(out_tok)
+            if not spent.unpriced:
+                metrics.llm_cost.labels(lane=lane, tenant=ctx.tenant).inc(spent.cost_nanos / 1e9)
+            log.info("llm_call", extra=job_fields(
+                job_id=ctx.job_id, type=ctx.job_type, attempt=ctx.attempt, tenant=ctx.tenant,
+                lane=lane, input_tokens=in_tok, output_tokens=out_tok,
+                cost_usd=None if spent.unpriced else spent.cost_nanos / 1e9,
+                latency_ms=round(latency * 1000)))
             record = CallRecord(lane=lane, provider=provider_name, model=model_name,
                                 input_tokens=in_tok, output_tokens=out_tok,
                                 cost_nanos=spent.cost_nanos, unpriced=spent.unpriced,

@@ -12,3 +12,7 @@ quota_waits = Counter("tidegate_quota_waits_total",
                       ["lane", "reason"])
 tokens = Counter("tidegate_tokens_total", "Tokens used, by lane and kind (input, output)",
                  ["lane", "kind"])
+llm_tokens = Counter("tidegate_llm_tokens_total", "Tokens used, by lane, tenant and direction "
+                     "(input, output)", ["lane", "tenant", "direction"])
+llm_cost = Counter("tidegate_llm_cost_usd_total", "Provider cost in USD (priced models only), "
+                   "by lane and tenant", ["lane", "tenant"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...adapters.metrics import count_submission
 from ...core.errors import InvalidInput
 from ..deps import ServiceDep, TenantDep
 from ..schemas import (
@@ -27,8 +28,9 @@ def generate(body: GenerateRequest, service: ServiceDep, tenant: TenantDep) -> G
     if REPORT_TYPE not in service.registry:
         raise InvalidInput("the startup_report job type is not available in this build; "
                            "submit other job types through POST /v1/jobs")
-    job, _ = service.submit(tenant=tenant, type=REPORT_TYPE,
-                            input=body.model_dump(exclude_none=True))
+    job, created = service.submit(tenant=tenant, type=REPORT_TYPE,
+                                  input=body.model_dump(exclude_none=True))
+    count_submission(job, created)
     return GenerateAccepted(job_id=job.id, status=job.status.value)
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from ...adapters.metrics import count_submission
 from ...core.errors import NotFound, Unavailable
 from ..deps import ContainerDep, ServiceDep, TenantDep
 from ..schemas import (
@@ -39,10 +40,11 @@ def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
 
     The same `Idempotency-Key` from the same tenant returns the job created first.
     """
-    job, _created = service.submit(tenant=tenant, type=body.type, input=body.input,
+    job, created = service.submit(tenant=tenant, type=body.type, input=body.input,
                                    priority=body.priority, metadata=body.metadata,
                                    idempotency_key=idempotency_key,
                                    deadline_s=body.deadline_s, expires_at=body.expires_at)
+    count_submission(job, created)
     return JobAccepted(job_id=job.id, status=job.status.value, type=job.type,
                        priority=job.priority.value, created_at=job.created_at)
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from ...adapters.metrics import exposition, process_registry
 from ...core.errors import Unavailable
 from ..deps import ContainerDep, TenantDep
 from ..schemas import AUTH_ERRORS, QueueDepth, QueuesReport, WorkerInfo
@@ -39,9 +40,10 @@ def readyz(container: ContainerDep) -> JSONResponse:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(container: ContainerDep) -> PlainTextResponse:
-    """Prometheus metrics: jobs by status, queue depth, workers, provider lanes.
-    Aggregates only (no tenant's data), so it needs no API key."""
-    return PlainTextResponse(generate_latest(container.metrics_registry),
+    """Prometheus metrics: jobs by status, queue depth, workers, provider lanes, and this
+    API's submissions and HTTP requests. Aggregates only (no job's data), so it needs no API
+    key."""
+    return PlainTextResponse(exposition(process_registry(), container.metrics_registry),
                              media_type=CONTENT_TYPE_LATEST)
 
 

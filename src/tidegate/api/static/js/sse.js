@@ -1,0 +1,66 @@
+// Server-sent events over fetch(), so the API key travels in the Authorization header
+// (EventSource cannot send one). Parses the text/event-stream format and reconnects with
+// Last-Event-ID after a dropped connection.
+import { authHeaders } from "./api.js";
+
+export class StreamUnavailable extends Error {
+  constructor(status) { super(`event stream answered ${status}`); this.status = status; }
+}
+
+function parseBlock(block) {
+  const ev = { id: null, event: "message", data: [] };
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const i = line.indexOf(":");
+    const field = i < 0 ? line : line.slice(0, i);
+    let value = i < 0 ? "" : line.slice(i + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "data") ev.data.push(value);
+    else if (field === "event") ev.event = value;
+    else if (field === "id") ev.id = value;
+  }
+  return ev.data.length ? { id: ev.id, event: ev.event, data: ev.data.join("\n") } : null;
+}
+
+// Calls onEvent({id, event, data}) per message. Resolves when the server ends the stream
+// (after `end`/terminal events); rejects with StreamUnavailable when the route is missing
+// or refuses. `signal` aborts it.
+export async function stream(path, { onEvent, signal, lastEventId = null, retries = 5 }) {
+  let last = lastEventId;
+  for (let attempt = 0; ; attempt++) {
+    let res;
+    try {
+      const headers = authHeaders({ Accept: "text/event-stream" });
+      if (last) headers["Last-Event-ID"] = last;
+      res = await fetch(path, { headers, signal, cache: "no-store" });
+    } catch (e) {
+      if (signal && signal.aborted) return;
+      if (attempt >= retries) throw e;
+      await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+      continue;
+    }
+    const type = res.headers.get("content-type") || "";
+    if (!res.ok || !type.startsWith("text/event-stream")) throw new StreamUnavailable(res.status);
+    attempt = 0;
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buf += value.replace(/\r\n?/g, "\n");
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const ev = parseBlock(buf.slice(0, cut));
+          buf = buf.slice(cut + 2);
+          if (!ev) continue;
+          if (ev.id) last = ev.id;
+          if (onEvent(ev) === false) { reader.cancel(); return; }
+        }
+      }
+    } catch (e) {
+      if (signal && signal.aborted) return;
+      // dropped mid-stream: reconnect and resume after the last id seen
+    }
+  }
+}
