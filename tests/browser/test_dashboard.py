@@ -25,6 +25,11 @@ def context(browser, tidegate: Up) -> Iterator[object]:
     ctx = browser.new_context(viewport=DESKTOP, base_url=tidegate.url, timezone_id="Europe/Paris",
                               locale="en-GB")
     ctx.set_default_timeout(20_000)
+    # Assertions wait as long as actions: the suite shares its cores with other tests, and a
+    # page that renders in 100 ms alone can take seconds then.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
     yield ctx
     ctx.close()
 
