@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from .. import __version__
+from ..adapters.keycache import KeyAuthority
 from ..adapters.limiter import RedisLimiter
 from ..adapters.queues import QueueInspector
 from ..config import Settings, load_settings
@@ -18,7 +19,7 @@ from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
-from .routes import aliases, jobs, limits, system
+from .routes import admin, aliases, jobs, limits, system, usage
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ class ApiContainer(Container):
                                           queues=self.queue_inspector.stats,
                                           lanes=lambda: lane_report(self.limiter)))
         return registry
+
+    @cached_property
+    def keys(self) -> KeyAuthority:
+        """API keys, cached per process; a change anywhere is seen here within a second."""
+        return KeyAuthority(self.store, self.settings.secret_key)
 
     @cached_property
     def limiter(self) -> RedisLimiter:
@@ -71,5 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(limits.router)
     app.include_router(aliases.router)
+    app.include_router(admin.router)
+    app.include_router(usage.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

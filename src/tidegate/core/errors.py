@@ -76,6 +76,31 @@ class Unauthorized(TidegateError):
     code = "unauthorized"
 
 
+class Forbidden(TidegateError):
+    """The key is valid but its scope (or its tenant's settings) does not allow this."""
+
+    code = "forbidden_scope"
+
+
+class TooManyRequests(TidegateError):
+    """A tenant limit: try again after ``retry_after_s``. ``details`` go into the error body."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.details = dict(details or {})
+
+
+class BudgetExceeded(TooManyRequests):
+    """What it would cost does not fit the tenant's budget left (``details``: what remains,
+    when it resets)."""
+
+    code = "budget_exceeded"
+
+
 class Unavailable(TidegateError):
     """A dependency (database, broker, Redis) cannot be reached right now."""
 
