@@ -82,6 +82,12 @@ class Forbidden(TidegateError):
     code = "forbidden_scope"
 
 
+class PriorityNotAllowed(Forbidden):
+    """The tenant's settings do not allow this priority (a tenant may be refused `high`)."""
+
+    code = "priority_not_allowed"
+
+
 class TooManyRequests(TidegateError):
     """A tenant limit: try again after ``retry_after_s``. ``details`` go into the error body."""
 

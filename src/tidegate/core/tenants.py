@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .budget import Budget, describe, periods
-from .errors import BudgetExceeded, Forbidden, InvalidInput, TooManyRequests
+from .errors import BudgetExceeded, InvalidInput, PriorityNotAllowed, TooManyRequests
 from .keys import validate_tenant
 from .models import NANOS_PER_USD, TenantSettings, utcnow
 from .ports import AccountStore, JobStore
@@ -131,7 +131,7 @@ class TenantGate:
         if s is None:
             return
         if s.priorities is not None and priority.value not in s.priorities:
-            raise Forbidden(f"tenant {tenant!r} may not submit {priority.value}-priority jobs "
+            raise PriorityNotAllowed(f"tenant {tenant!r} may not submit {priority.value}-priority jobs "
                             f"(allowed: {', '.join(s.priorities)})")
         if s.max_queued is not None and store.count_waiting(tenant) >= s.max_queued:
             raise TooManyRequests(f"tenant {tenant!r} has {s.max_queued} jobs waiting, its "

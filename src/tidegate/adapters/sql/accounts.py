@@ -150,7 +150,7 @@ class SqlAccounts:
             "daily_tokens": settings.daily_tokens, "monthly_tokens": settings.monthly_tokens,
             "daily_nano_usd": settings.daily_nano_usd,
             "monthly_nano_usd": settings.monthly_nano_usd, "weight": settings.weight,
-            "updated_at": settings.updated_at}
+            "updated_at": settings.updated_at or utcnow()}
         stmt = self._insert(tenants).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[tenants.c.name],
