@@ -302,11 +302,12 @@ class InMemoryJobStore:
         with self._lock:
             return [e for e in self._events if e.job_id == job_id and (e.id or 0) > after_id]
 
-    def count_by_status(self) -> dict[str, int]:
+    def count_by_status(self, *, tenant: str | None = None) -> dict[str, int]:
         with self._lock:
             counts: dict[str, int] = {s.value: 0 for s in Status}
             for j in self._jobs.values():
-                counts[j.status.value] += 1
+                if tenant is None or j.tenant == tenant:
+                    counts[j.status.value] += 1
             return counts
 
     def count_waiting(self, tenant: str) -> int:

@@ -101,7 +101,9 @@ class JobStore(Protocol):
 
     def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]: ...
 
-    def count_by_status(self) -> dict[str, int]: ...
+    def count_by_status(self, *, tenant: str | None = None) -> dict[str, int]:
+        """Jobs per status: one tenant's, or every tenant's (None)."""
+        ...
 
     def count_waiting(self, tenant: str) -> int:
         """The tenant's queued and retrying jobs (the max-queued limit)."""

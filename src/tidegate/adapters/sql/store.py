@@ -496,11 +496,13 @@ class SqlJobStore(SqlAccounts):
                 for r in rows]
 
     @_guard
-    def count_by_status(self) -> dict[str, int]:
+    def count_by_status(self, *, tenant: str | None = None) -> dict[str, int]:
         counts = {s.value: 0 for s in Status}
+        q = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        if tenant is not None:
+            q = q.where(jobs.c.tenant == tenant)
         with self.engine.connect() as conn:
-            for status, n in conn.execute(
-                    sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)):
+            for status, n in conn.execute(q):
                 counts[status] = n
         return counts
 
