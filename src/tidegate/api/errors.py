@@ -49,6 +49,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(E.TidegateError)
     async def _tidegate(_: Request, exc: E.TidegateError) -> JSONResponse:
         status = status_for(exc)
+        if isinstance(exc, E.ConfigurationError):  # names files and hosts: for the log only
+            log.error("configuration error answering a request: %s", exc.message)
+            return error_response(500, exc.code, "the server is misconfigured; see its log")
         headers = {"Retry-After": "5"} if status == 503 else None
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}

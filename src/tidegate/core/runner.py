@@ -23,6 +23,7 @@ from .errors import (
     Unavailable,
     UnknownJobType,
     WorkerStopping,
+    public_summary,
 )
 from .jsonsafe import find_problem, storable_text
 from .models import EventNote, Job, TenantSettings, Usage
@@ -176,7 +177,7 @@ class Runner:
                 reason="time limit" if timed_out else "handler raised",
                 error_code="time_limit" if timed_out else "handler_error",
                 error_message="the attempt ran past the job time limit" if timed_out
-                else f"{type(exc).__name__}: {exc}"[:500]))
+                else f"{public_summary(exc)} (the worker log has the details)"))
         finally:
             stop.set()
             beat.join(timeout=5)
