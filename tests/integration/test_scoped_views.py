@@ -150,3 +150,30 @@ def test_cli_usage_prints_a_table(env, tmp_path: Path) -> None:
         thread.join(timeout=10)
     assert done.returncode == 0, done.stderr
     assert "acme" in done.stdout and "zeta" in done.stdout and "chat" in done.stdout
+
+
+def test_open_event_streams_are_capped_per_tenant(env) -> None:
+    import httpx
+
+    client, h, settings, keys = env
+    client.put("/v1/tenants/acme", json={"max_streams": 1}, headers=h["admin"])
+    job = client.post("/v1/jobs", json={"type": "echo"}, headers=h["acme"]).json()["job_id"]
+    url, server, thread = _serve(create_app(settings))
+    try:
+        with httpx.Client(base_url=url, headers=h["acme"], timeout=10) as http:
+            with http.stream("GET", f"/v1/jobs/{job}/events") as first:
+                assert first.status_code == 200
+                lines = first.iter_lines()
+                next(lines)  # it is open
+                second = http.get(f"/v1/jobs/{job}/events")
+                assert second.status_code == 429, second.text
+                assert second.json()["error"]["code"] == "rate_limited"
+                assert "Retry-After" in second.headers
+                http.delete(f"/v1/jobs/{job}")  # the job ends: so does the first stream
+                assert any("event: end" in line for line in lines)
+            # its slot is free again (the stream gave it back when it ended)
+            with http.stream("GET", f"/v1/jobs/{job}/events") as third:
+                assert third.status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -25,7 +25,7 @@ from typing import Any
 from ..core.budget import Left, Period, periods
 from ..core.models import TenantSettings
 from ..core.ports import AccountStore
-from .redis_keys import BUDGET, SUBMIT_RATE, join_key
+from .redis_keys import BUDGET, STREAMS, SUBMIT_RATE, join_key
 
 _LUA = Path(__file__).with_name("budget_lua")
 _TTL_S = {"daily": 3 * 86400, "monthly": 40 * 86400}
@@ -111,3 +111,26 @@ class RedisSubmitRate:
             return 60.0
         ms = int(self._hit(keys=[join_key(SUBMIT_RATE, tenant)], args=[rpm, uuid.uuid4().hex]))
         return None if ms < 0 else ms / 1000
+
+
+class RedisStreamSlots:
+    """A tenant's open event streams, capped (``max_streams``). A stream takes a slot when
+    it opens, renews it while open (``ttl_s`` is the longest a dead API process holds one)
+    and gives it back when it closes."""
+
+    def __init__(self, client: Any, *, ttl_s: float = 30.0) -> None:
+        self._slot = _script(client, "stream_slot")
+        self.ttl_ms = int(ttl_s * 1000)
+
+    def _call(self, op: str, tenant: str, stream_id: str, max_open: int = 0) -> bool:
+        return bool(int(self._slot(keys=[join_key(STREAMS, tenant)],
+                                   args=[op, stream_id, max_open, self.ttl_ms])))
+
+    def take(self, tenant: str, stream_id: str, max_open: int) -> bool:
+        return self._call("take", tenant, stream_id, max_open)
+
+    def renew(self, tenant: str, stream_id: str) -> bool:
+        return self._call("renew", tenant, stream_id)
+
+    def give(self, tenant: str, stream_id: str) -> None:
+        self._call("give", tenant, stream_id)

@@ -13,6 +13,18 @@ local nano = tonumber(ARGV[4])
 local n = #KEYS / 2
 local out = {1}
 local fits = true
+
+-- One dimension of one period: record what is left, and whether ``want`` fits in it.
+local function check(limit, spent, want)
+  if limit < 0 then
+    out[#out + 1] = 'x'
+    return
+  end
+  local left = limit - spent
+  if want > left or (ARGV[6] == 'reserve' and left <= 0) then fits = false end
+  out[#out + 1] = string.format('%d', left) -- tostring() would write 1e+15
+end
+
 for i = 1, n do
   local used_key, res_key = KEYS[2 * i - 1], KEYS[2 * i]
   if redis.call('EXISTS', used_key) == 0 then return {-1, i} end
@@ -29,22 +41,8 @@ for i = 1, n do
   end
   local used_tok = tonumber(redis.call('HGET', used_key, 'tok') or '0')
   local used_nano = tonumber(redis.call('HGET', used_key, 'nano') or '0')
-  local lim_tok = tonumber(ARGV[6 + 3 * i - 2])
-  local lim_nano = tonumber(ARGV[6 + 3 * i - 1])
-  if lim_tok >= 0 then
-    local left = lim_tok - used_tok - res_tok
-    if tok > left or (ARGV[6] == 'reserve' and left <= 0) then fits = false end
-    out[#out + 1] = tostring(left)
-  else
-    out[#out + 1] = 'x'
-  end
-  if lim_nano >= 0 then
-    local left = lim_nano - used_nano - res_nano
-    if nano > left or (ARGV[6] == 'reserve' and left <= 0) then fits = false end
-    out[#out + 1] = tostring(left)
-  else
-    out[#out + 1] = 'x'
-  end
+  check(tonumber(ARGV[6 + 3 * i - 2]), used_tok + res_tok, tok)
+  check(tonumber(ARGV[6 + 3 * i - 1]), used_nano + res_nano, nano)
 end
 if ARGV[6] ~= 'reserve' then return out end
 if not fits then

@@ -24,6 +24,7 @@ from ..schemas import (
     JobPublic,
     error_responses,
 )
+from ..stream_slots import take_stream_slot
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
@@ -95,18 +96,28 @@ def job_history(job_id: str, service: ServiceDep, caller: Reader) -> list[JobEve
                            detail=e.detail) for e in service.store.events(job_id)]
 
 
-@router.get("/{job_id}/events", responses=_ERRORS,
+@router.get("/{job_id}/events", responses={**_ERRORS, **error_responses(**{
+                "429": "the tenant has its maximum of event streams open"})},
             response_class=StreamingResponse)
 async def stream_job(job_id: str, container: ContainerDep, caller: Reader) -> StreamingResponse:
     """Server-sent events: a `job` event with the full job each time it changes, until it ends."""
     service = container.service
     job = await run_in_threadpool(service.get, job_id, tenant=caller.owner)
+    slot = await run_in_threadpool(take_stream_slot, container, caller.tenant)
 
     async def events() -> AsyncIterator[str]:
+        try:
+            async for chunk in _job_events():
+                yield chunk
+        finally:
+            await run_in_threadpool(slot.give)
+
+    async def _job_events() -> AsyncIterator[str]:
         last = ""
         current = job
         idle = 0.0
         while True:
+            slot.renew()
             payload = JobPublic.of(current).model_dump_json()
             if payload != last:
                 last = payload
