@@ -122,3 +122,40 @@ def test_the_running_cap_hands_jobs_back_without_spending_attempts(
     assert "tenant_running_cap" in kinds
     assert container.store.get(vip.id).finished_at.timestamp() < spans[-1][1]
     container.close()
+
+
+def test_cli_tenants_set_and_list(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tidegate.core.models import Usage
+
+    settings = settings_for(tmp_path)
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    from datetime import UTC, datetime
+
+    SqlJobStore(engine).add_usage(tenant="acme", day=datetime.now(UTC).date(), type="chat",
+                                  lane="openai:gpt-4o-mini", usage=Usage(1200, 34, 500_000_000))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")},
+           "TIDEGATE_DATA_DIR": str(tmp_path), "COLUMNS": "250"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tidegate", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    done = cli("tenants", "set", "acme", "--submit-rpm", "5", "--priorities", "medium,low",
+               "--daily-tokens", "10000", "--daily-usd", "1.5", "--max-running", "2",
+               "--weight", "3")
+    assert done.returncode == 0, done.stderr
+    got = SqlJobStore(engine).get_tenant("acme")
+    assert (got.submit_rpm, got.priorities, got.daily_nano_usd, got.max_running, got.weight) \
+        == (5, ("medium", "low"), 1_500_000_000, 2, 3.0)
+    assert cli("tenants", "set", "acme", "--clear", "daily_usd").returncode == 0
+    assert SqlJobStore(engine).get_tenant("acme").daily_nano_usd is None
+    listing = cli("tenants", "list").stdout
+    assert "acme" in listing and "1,234/10,000" in listing and "medium,low" in listing
+    bad = cli("tenants", "set", "acme", "--priorities", "urgent")
+    assert bad.returncode == 1 and "priorities" in bad.stderr
+    engine.dispose()

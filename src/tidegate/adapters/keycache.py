@@ -1,8 +1,8 @@
 """KeyAuthority: which API key a request carries, cheaply, and which keys are still valid.
 
 Every API process caches key records in memory. Every change to a key but its last use
-(create, revoke, rotate) stamps ``changed_at`` on its row; each process reads the table's
-generation (row count, latest stamp: one small indexed query) at most every ``check_every_s``
+(create, revoke, rotate) adds one to its row's ``revision``; each process reads the table's
+generation (row count, sum of revisions: one small query) at most every ``check_every_s``
 (0.5 s) and drops its cache when it moved. So a key revoked by any process, or by the CLI on
 another host, is refused by every API process within a second, with no other service
 involved. Expiry needs no signal: the cached record carries ``expires_at``, checked on every

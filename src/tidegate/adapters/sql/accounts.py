@@ -74,7 +74,7 @@ class SqlAccounts:
                 id=key.id, tenant=key.tenant, prefix=key.prefix, key_hash=key_hash,
                 created_at=key.created_at, revoked_at=key.revoked_at, scope=key.scope,
                 name=key.name, expires_at=key.expires_at, rotated_from=key.rotated_from,
-                changed_at=key.created_at))
+                revision=0))
 
     def _one_key(self, *where: Any) -> ApiKey | None:
         with self.engine.connect() as conn:
@@ -110,7 +110,7 @@ class SqlAccounts:
         with self.engine.begin() as conn:
             return conn.execute(api_keys.update().where(
                 api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None),
-            ).values(revoked_at=at, changed_at=at)).rowcount == 1
+            ).values(revoked_at=at, revision=api_keys.c.revision + 1)).rowcount == 1
 
     @guard
     def expire_key(self, key_id: str, *, at: datetime) -> bool:
@@ -118,14 +118,14 @@ class SqlAccounts:
             return conn.execute(api_keys.update().where(
                 api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None),
                 sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > at),
-            ).values(expires_at=at, changed_at=utcnow())).rowcount == 1
+            ).values(expires_at=at, revision=api_keys.c.revision + 1)).rowcount == 1
 
     @guard
-    def keys_generation(self) -> tuple[int, datetime | None]:
+    def keys_generation(self) -> tuple[int, int]:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(sa.func.count(),
-                                         sa.func.max(api_keys.c.changed_at))).one()
-        return int(row[0]), row[1]
+            row = conn.execute(sa.select(
+                sa.func.count(), sa.func.coalesce(sa.func.sum(api_keys.c.revision), 0))).one()
+        return int(row[0]), int(row[1])
 
     @guard
     def touch_key(self, key_id: str, *, at: datetime, address: str | None) -> None:

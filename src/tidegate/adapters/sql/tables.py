@@ -107,8 +107,9 @@ api_keys = sa.Table(
     sa.Column("last_used_ip", sa.String(64)),
     # The key this one replaced (rotation); that key stays valid until its expires_at.
     sa.Column("rotated_from", sa.String(36)),
-    # Stamped by every change but last use: API processes poll max() to drop their caches.
-    sa.Column("changed_at", UTCDateTime),
+    # +1 on every change but last use: API processes poll the table's sum to drop their
+    # caches (a counter, not a time: hosts whose clocks disagree still see every change).
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_tg_api_keys_prefix", "prefix"),
 )
 

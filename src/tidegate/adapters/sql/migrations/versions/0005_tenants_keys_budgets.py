@@ -29,7 +29,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("last_used_at", UTCDateTime))
         batch.add_column(sa.Column("last_used_ip", sa.String(64)))
         batch.add_column(sa.Column("rotated_from", sa.String(36)))
-        batch.add_column(sa.Column("changed_at", UTCDateTime))
+        batch.add_column(sa.Column("revision", sa.Integer, nullable=False, server_default="0"))
         batch.create_index("ix_tg_api_keys_prefix", ["prefix"])
     op.execute("UPDATE tg_api_keys SET scope = 'admin' WHERE id = (SELECT id FROM tg_api_keys "
                "ORDER BY created_at, id LIMIT 1)")
@@ -66,6 +66,6 @@ def downgrade() -> None:
     op.drop_table("tg_tenants")
     with op.batch_alter_table("tg_api_keys") as batch:
         batch.drop_index("ix_tg_api_keys_prefix")
-        for column in ("changed_at", "rotated_from", "last_used_ip", "last_used_at", "expires_at", "name",
+        for column in ("revision", "rotated_from", "last_used_ip", "last_used_at", "expires_at", "name",
                        "scope"):
             batch.drop_column(column)
