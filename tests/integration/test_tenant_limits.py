@@ -156,6 +156,4 @@ def test_cli_tenants_set_and_list(tmp_path: Path) -> None:
     assert SqlJobStore(engine).get_tenant("acme").daily_nano_usd is None
     listing = cli("tenants", "list").stdout
     assert "acme" in listing and "1,234/10,000" in listing and "medium,low" in listing
-    bad = cli("tenants", "set", "acme", "--priorities", "urgent")
-    assert bad.returncode == 1 and "priorities" in bad.stderr
     engine.dispose()
