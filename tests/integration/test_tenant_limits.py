@@ -84,6 +84,13 @@ def test_waiting_jobs_are_capped(api) -> None:
     r = client.post("/v1/jobs", json={"type": "echo"}, headers=acme)
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
     assert "Retry-After" in r.headers
+    # a replay of an accepted submit (same Idempotency-Key) still answers with its job
+    key = {**acme, "Idempotency-Key": "k1"}
+    client.delete(f"/v1/jobs/{ids[1]}", headers=acme)
+    first = client.post("/v1/jobs", json={"type": "echo"}, headers=key)
+    again = client.post("/v1/jobs", json={"type": "echo"}, headers=key)
+    assert first.status_code == again.status_code == 202, again.text
+    assert first.json()["job_id"] == again.json()["job_id"]
     client.delete(f"/v1/jobs/{ids[0]}", headers=acme)  # one fewer waiting: room again
     assert client.post("/v1/jobs", json={"type": "echo"}, headers=acme).status_code == 202
 

@@ -61,6 +61,13 @@ class InMemoryJobStore:
                                          {"priority": job.priority.value}, len(self._events) + 1))
             return self._copy(job), True
 
+    def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        with self._lock:
+            for existing in self._jobs.values():
+                if (existing.tenant, existing.idempotency_key) == (tenant, key):
+                    return readable(self._copy(existing))
+            return None
+
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         with self._lock:
             job = self._jobs.get(job_id)

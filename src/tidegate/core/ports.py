@@ -21,6 +21,10 @@ class JobStore(Protocol):
         existing job (with its ``request_fingerprint``) and ``False``."""
         ...
 
+    def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        """The tenant's job submitted with this Idempotency-Key, or None."""
+        ...
+
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         """The job, or None. A row that cannot be decoded or sent back as JSON comes back as
         an ``unreadable`` job (core.jsonsafe), never as an exception."""

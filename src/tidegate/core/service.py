@@ -95,7 +95,10 @@ class JobService:
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
         expires_at = self._deadline(deadline_s, expires_at)
-        if self.gate is not None:
+        # A replay of an accepted submit answers with its job: the limits were applied to it.
+        if self.gate is not None and (
+                idempotency_key is None
+                or self.store.by_idempotency_key(tenant, idempotency_key) is None):
             self.gate.check_submit(self.store, tenant=tenant, priority=prio,
                                    estimate=input_estimate(validated.model_dump(mode="json")))
         job = Job(id=new_job_id(), tenant=tenant, type=type, priority=prio,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .budget import Budget, describe
-from .errors import JobFailed
+from .errors import JobFailed, RetryLater, Unavailable
 from .models import TenantSettings, Usage, utcnow
 from .ports import AccountStore
 
@@ -47,7 +47,12 @@ class Spending:
         JobFailed(budget_exceeded) when it does not fit."""
         if self.budget is None:
             return None
-        s = self.settings_of(tenant)
+        try:
+            s = self.settings_of(tenant)
+        except Unavailable:  # cannot tell whether a budget applies: wait, not fail
+            raise RetryLater(5.0, reason="database unavailable for the budget check",
+                             counts_as_attempt=False, error_code="unavailable",
+                             error_message="the tenant's budget could not be read") from None
         if s is None or not s.has_budget:
             return None
         rid = f"{holder}:{uuid.uuid4().hex[:12]}"

@@ -14,7 +14,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .budget import Budget, describe, periods
-from .errors import BudgetExceeded, InvalidInput, PriorityNotAllowed, TooManyRequests
+from .errors import (
+    BudgetExceeded,
+    InvalidInput,
+    PriorityNotAllowed,
+    TooManyRequests,
+    Unavailable,
+)
 from .keys import validate_tenant
 from .models import NANOS_PER_USD, TenantSettings, utcnow
 from .ports import AccountStore, JobStore
@@ -112,7 +118,12 @@ class TenantGate:
             hit = self._cache.get(tenant)
         if hit is not None and now - hit[1] < self.cache_s:
             return hit[0]
-        found = self.accounts.get_tenant(tenant)
+        try:
+            found = self.accounts.get_tenant(tenant)
+        except Unavailable:
+            if hit is None:
+                raise
+            return hit[0]  # the database blinked: the last settings read still hold
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

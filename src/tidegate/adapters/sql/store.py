@@ -164,13 +164,14 @@ class SqlJobStore(SqlAccounts):
         except sa.exc.IntegrityError:
             if job.idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(job.tenant, job.idempotency_key)
+            existing = self.by_idempotency_key(job.tenant, job.idempotency_key)
             if existing is None:  # pragma: no cover - the winner's row vanished (purged)
                 raise
             return existing, False
         return self.get(job.id) or job, True
 
-    def _by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+    @_guard
+    def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         with self.engine.connect() as conn:
             row = conn.execute(self._select_readable().where(
                 jobs.c.tenant == tenant, jobs.c.idempotency_key == key)).first()
