@@ -177,3 +177,29 @@ def test_open_event_streams_are_capped_per_tenant(env) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_revoked_keys_open_stream_is_closed(env) -> None:
+    import httpx
+
+    client, h, settings, _ = env
+    plain, record = create_key(client.app.state.container.store, tenant="acme",
+                               secret=settings.secret_key, scope="read")
+    job = client.post("/v1/jobs", json={"type": "echo"}, headers=h["acme"]).json()["job_id"]
+    url, server, thread = _serve(create_app(settings))
+    try:
+        with httpx.Client(base_url=url, timeout=10) as http, http.stream(
+                "GET", f"/v1/jobs/{job}/events",
+                headers={"Authorization": f"Bearer {plain}"}) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            next(lines)
+            assert client.post(f"/v1/keys/{record.prefix}/revoke",
+                               headers=h["admin"]).status_code == 200
+            started = time.monotonic()
+            rest = list(lines)  # the server ends the stream
+            assert time.monotonic() - started < 3
+        assert any('"unauthorized"' in line for line in rest), rest
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
