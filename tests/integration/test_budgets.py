@@ -141,3 +141,35 @@ def test_lost_counters_are_rebuilt_from_the_database(tmp_path: Path, redis_url: 
     assert budget.left(s, now=later)[0].tokens == 150
     budget.refund(s, "r3", now=later)
     engine.dispose()
+
+
+def test_a_running_job_stops_at_the_call_that_would_exceed_its_budget(
+        tmp_path: Path, redis_url: str) -> None:
+    """A 7-call report (about 900 tokens on the fast simulator) on a 700-token budget: the calls that fit are made and billed,
+    the next one is not made, and the job fails at once with budget_exceeded."""
+    from tidegate.core.statuses import Status
+
+    from .helpers import running_worker
+
+    sim_url, stop_sim = run_in_thread(fast_test_config())
+    settings = settings_for(tmp_path, redis_url=redis_url, broker_url=redis_url,
+                            simulator_url=sim_url)
+    container = build_container(settings)
+    upgrade(container.engine)
+    container.store.put_tenant(TenantSettings(name="thrifty", daily_tokens=700))
+    job, _ = container.service.submit(tenant="thrifty", type="startup_report",
+                                      input={"startup": "TideCo"})
+    try:
+        with running_worker(settings, concurrency=1):
+            wait_until(lambda: container.store.get(job.id).status.terminal, timeout_s=90)
+    finally:
+        stop_sim()
+    done = container.store.get(job.id)
+    assert done.status is Status.FAILED and done.error_code == "budget_exceeded", done.usage
+    assert done.attempts == 1  # permanent: not retried
+    spent = done.usage.input_tokens + done.usage.output_tokens
+    assert 0 < spent <= 700
+    calls = [e for e in container.store.events(job.id) if e.kind == "failed"]
+    assert calls and calls[-1].detail["code"] == "budget_exceeded"
+    assert container.store.usage_since("thrifty", datetime.now(UTC).date()) == done.usage
+    container.close()
