@@ -65,6 +65,8 @@ class Settings(BaseSettings):
 
     auth: Literal["on", "off"] = "on"
     secret_key: str = DEFAULT_SECRET
+    metrics_token: str | None = Field(default=None, description="if set, GET /metrics needs "
+                                      "`Authorization: Bearer <this token>`")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     lease_s: float = Field(default=30.0, gt=1)

@@ -55,7 +55,9 @@ def ensure_first_key(settings: Settings) -> str:
             existing = key_file.read_text().strip()
             if authenticate(store, existing, settings.secret_key):
                 return existing
-        plain, _ = create_key(store, tenant="default", secret=settings.secret_key)
+        # The install's first key administers it (keys, tenants, every tenant's jobs).
+        plain, _ = create_key(store, tenant="default", secret=settings.secret_key,
+                              scope="admin", name="first key (tidegate up)")
     finally:
         engine.dispose()
     key_file.parent.mkdir(parents=True, exist_ok=True)

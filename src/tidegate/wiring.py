@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import sqlalchemy as sa
 from celery import Celery
@@ -16,7 +18,11 @@ from .core.dispatch_marks import DispatchMarks
 from .core.errors import ConfigurationError
 from .core.registry import Registry
 from .core.service import JobService
+from .core.spending import Spending
+from .core.tenants import TenantGate
 from .llm_config import LLMConfig, LLMConfigError, load_llm_config
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +70,36 @@ class Container:
         return JobService(self.store, self.dispatcher, self.registry,
                           secret=self.settings.secret_key,
                           validation_context={LLM_CONFIG: self.llm_config},
-                          marks=self.dispatch_marks)
+                          gate=self.tenant_gate, marks=self.dispatch_marks)
+
+    @cached_property
+    def state_client(self) -> Any | None:
+        """The shared-state Redis (rates, budgets, key invalidation); None when the settings
+        name none (then tenant rates and budgets are not enforced, and say so)."""
+        import redis
+
+        try:
+            url = self.settings.state_redis()
+        except ConfigurationError:
+            return None
+        return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
+
+    @cached_property
+    def tenant_gate(self) -> TenantGate:
+        from .adapters.budget import RedisBudget, RedisSubmitRate
+
+        client = self.state_client
+        if client is None:
+            log.warning("no shared Redis: tenant submission rates and budgets are not "
+                        "enforced")
+            return TenantGate(self.store)
+        return TenantGate(self.store, rate=RedisSubmitRate(client),
+                          budget=RedisBudget(client, self.store))
+
+    @cached_property
+    def spending(self) -> Spending:
+        return Spending(self.store, budget=self.tenant_gate.budget,
+                        settings_of=self.tenant_gate.settings)
 
     def close(self) -> None:
         marks = self.__dict__.get("dispatch_marks")
@@ -72,6 +107,8 @@ class Container:
             marks.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
+        if self.__dict__.get("state_client") is not None:
+            self.state_client.close()
 
 
 def build_container(settings: Settings, *, db_pool_size: int = 5) -> Container:

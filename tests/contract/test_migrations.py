@@ -62,3 +62,41 @@ def test_postgresql_money_becomes_exact_nano_dollars() -> None:
         engine = make_engine(url)
         _money_migrates(engine)
         engine.dispose()
+
+
+def _keys_keep_working(engine: sa.Engine) -> None:
+    """Keys made before scopes: the install's first (oldest) key is admin, the rest submit;
+    every one still authenticates."""
+    from tidegate.adapters.sql import SqlJobStore
+    from tidegate.core.keys import authenticate, hash_key
+
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        for i, (tenant, created) in enumerate((("default", "2026-01-01 00:00:00"),
+                                               ("acme", "2026-02-01 00:00:00"))):
+            conn.execute(sa.text(
+                "INSERT INTO tg_api_keys (id, tenant, prefix, key_hash, created_at) VALUES "
+                "(:id, :tenant, :prefix, :hash, :created)"),
+                {"id": f"k{i}", "tenant": tenant, "prefix": f"tg_old{i}",
+                 "hash": hash_key(f"tg_old{i}secret", "s"), "created": created})
+    upgrade(engine)
+    store = SqlJobStore(engine)
+    first = authenticate(store, "tg_old0secret", "s")
+    second = authenticate(store, "tg_old1secret", "s")
+    assert first is not None and (first.tenant, first.scope) == ("default", "admin")
+    assert second is not None and (second.tenant, second.scope) == ("acme", "submit")
+
+
+def test_sqlite_existing_keys_keep_working(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    _keys_keep_working(engine)
+    engine.dispose()
+
+
+def test_postgresql_existing_keys_keep_working() -> None:
+    from tests.services import fresh_pg_database
+
+    with fresh_pg_database() as url:
+        engine = make_engine(url)
+        _keys_keep_working(engine)
+        engine.dispose()

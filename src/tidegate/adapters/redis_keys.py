@@ -29,3 +29,6 @@ def join_key(prefix: str, *parts: str) -> str:
 def conversation_key(tenant: str, conversation_id: str) -> str:
     return join_key(CONVERSATION, tenant, conversation_id)
 WORKERS_ALIVE = "tg:workers:alive"  # zset: lease owner (hostname/pid) -> last stamp, server ms
+SUBMIT_RATE = "tg:rpm"  # zset per tenant: submission id -> ms (sliding minute)
+BUDGET = "tg:budget"  # hash per (tenant, period) of used totals, and one of reservations
+STREAMS = "tg:streams"  # zset per tenant: open stream id -> expiry ms

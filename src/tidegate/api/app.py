@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from .. import __version__
+from ..adapters.keycache import KeyAuthority
 from ..adapters.limiter import RedisLimiter
 from ..adapters.queues import QueueInspector
 from ..config import Settings, load_settings
@@ -20,7 +21,7 @@ from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
 from .request_metrics import RequestMetricsMiddleware
-from .routes import aliases, dashboard, job_types, jobs, limits, system
+from .routes import admin, aliases, dashboard, job_types, jobs, limits, system, usage
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ class ApiContainer(Container):
                                           queues=self.queue_inspector.stats,
                                           lanes=lambda: lane_report(self.limiter)))
         return registry
+
+    @cached_property
+    def keys(self) -> KeyAuthority:
+        """API keys, cached per process; a change anywhere is seen here within a second."""
+        return KeyAuthority(self.store, self.settings.secret_key)
 
     @cached_property
     def limiter(self) -> RedisLimiter:
@@ -78,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(limits.router)
     app.include_router(aliases.router)
+    app.include_router(admin.router)
+    app.include_router(usage.router)
     dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware)  # outermost: counts the 413s too

@@ -1,21 +1,41 @@
-"""Dependencies shared by the routes: the container, the caller's tenant."""
+"""Dependencies shared by the routes: the container, the caller (tenant and scope)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..core.errors import Unauthorized
+from ..core.errors import Forbidden, Unauthorized
 from ..core.jsonsafe import require_storable
-from ..core.keys import authenticate
+from ..core.keys import Scope, allows
 from ..core.service import JobService
 from ..wiring import Container
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `tidegate keys create`")
 
 LOCAL_TENANT = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the key's tenant and scope (``key_id`` None with TIDEGATE_AUTH=off)."""
+
+    tenant: str
+    scope: str
+    key_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return allows(self.scope, Scope.ADMIN)
+
+    @property
+    def owner(self) -> str | None:
+        """The tenant whose jobs this caller sees: its own, or every tenant's (None) for an
+        admin. Another tenant's job stays 404, never 403."""
+        return None if self.is_admin else self.tenant
 
 
 def get_container(request: Request) -> Container:
@@ -27,16 +47,36 @@ def get_service(container: Annotated[Container, Depends(get_container)]) -> JobS
     return container.service
 
 
-def get_tenant(container: Annotated[Container, Depends(get_container)],
-               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+def get_caller(request: Request, container: Annotated[Container, Depends(get_container)],
+               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+               ) -> Caller:
     if container.settings.auth == "off":
-        return LOCAL_TENANT
+        return Caller(LOCAL_TENANT, Scope.ADMIN.value)
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    tenant = authenticate(container.store, creds.credentials, container.settings.secret_key)
-    if tenant is None:
-        raise Unauthorized("invalid or revoked API key")
-    return tenant
+    address = request.client.host if request.client else None
+    key = container.keys.authenticate(creds.credentials,  # type: ignore[attr-defined]
+                                      address=address)
+    if key is None:
+        raise Unauthorized("invalid, expired or revoked API key")
+    request.state.caller_key_id = key.id
+    return Caller(key.tenant, key.scope, key.id)
+
+
+def require(scope: Scope):  # type: ignore[no-untyped-def]
+    """A dependency: the caller, if its key's scope includes ``scope``; else 403."""
+
+    def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not allows(caller.scope, scope):
+            raise Forbidden(f"this key's scope ({caller.scope}) does not allow this; it needs "
+                            f"{scope.value}")
+        return caller
+
+    return dependency
+
+
+def get_tenant(caller: Annotated[Caller, Depends(require(Scope.READ))]) -> str:
+    return caller.tenant
 
 
 async def storable_body(request: Request) -> None:
@@ -55,3 +95,6 @@ async def storable_body(request: Request) -> None:
 ContainerDep = Annotated[Container, Depends(get_container)]
 ServiceDep = Annotated[JobService, Depends(get_service)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+Reader = Annotated[Caller, Depends(require(Scope.READ))]
+Submitter = Annotated[Caller, Depends(require(Scope.SUBMIT))]
+Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]

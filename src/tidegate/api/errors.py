@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,18 +21,21 @@ STATUS_FOR: list[tuple[type[E.TidegateError], int]] = [
     (E.AlreadyTerminal, 409),
     (E.Conflict, 409),
     (E.Unauthorized, 401),
+    (E.Forbidden, 403),
+    (E.TooManyRequests, 429),
     (E.Unavailable, 503),
     (E.ConfigurationError, 500),
 ]
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, **details: Any) -> dict[str, dict[str, Any]]:
+    return {"error": {"code": code, "message": message, **details}}
 
 
 def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+                   headers: dict[str, str] | None = None, **details: Any) -> JSONResponse:
+    return JSONResponse(error_body(code, message, **details), status_code=status,
+                        headers=headers)
 
 
 def status_for(exc: E.TidegateError) -> int:
@@ -44,11 +49,19 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(E.TidegateError)
     async def _tidegate(_: Request, exc: E.TidegateError) -> JSONResponse:
         status = status_for(exc)
+        if isinstance(exc, E.ConfigurationError):  # names files and hosts: for the log only
+            log.error("configuration error answering a request: %s", exc.message)
+            return error_response(500, exc.code, "the server is misconfigured; see its log")
         headers = {"Retry-After": "5"} if status == 503 else None
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
+        details: dict[str, Any] = {}
+        if isinstance(exc, E.TooManyRequests):
+            details = exc.details
+            if exc.retry_after_s is not None:
+                headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         return error_response(status, exc.code, E.shorten(exc.message, 1000, quote=False),
-                              headers)
+                              headers, **details)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -62,16 +62,38 @@ class ErrorBody(BaseModel):
     error: ErrorPublic
 
 
+class LimitErrorPublic(ErrorPublic):
+    remaining: dict[str, Any] | None = Field(
+        default=None, description="`budget_exceeded`: what is left of each budget "
+        "(`daily_tokens`, `monthly_tokens`, `daily_usd`, `monthly_usd`)")
+    resets_at: datetime | None = Field(default=None, description="`budget_exceeded`: when "
+                                       "the exhausted budget starts again (UTC midnight)")
+
+
+class LimitErrorBody(BaseModel):
+    """A tenant limit (429): `rate_limited` (with `Retry-After`) or `budget_exceeded`."""
+
+    error: LimitErrorPublic
+
+
 def error_responses(**described: str) -> dict[int | str, dict[str, object]]:
     """OpenAPI entries for error statuses, e.g. ``error_responses(**{"404": "no such job"})``;
-    every one has the :class:`ErrorBody` shape."""
-    return {int(status): {"model": ErrorBody, "description": text}
+    every one has the :class:`ErrorBody` shape (429: :class:`LimitErrorBody`)."""
+    return {int(status): {"model": LimitErrorBody if status == "429" else ErrorBody,
+                          "description": text}
             for status, text in described.items()}
 
 
 # What any route behind an API key can answer, and any route that reads a JSON body.
 AUTH_ERRORS = error_responses(**{"401": "missing, invalid, expired or revoked API key",
+                                 "403": "the key's scope does not allow this "
+                                        "(`forbidden_scope`)",
                                  "503": "database unavailable"})
+SUBMIT_LIMIT_ERRORS = error_responses(**{
+    "403": "the key's scope does not allow submitting (`forbidden_scope`), or the tenant may "
+           "not use this priority",
+    "429": "a tenant limit: `rate_limited` (submissions per minute, waiting jobs; see "
+           "`Retry-After`) or `budget_exceeded` (with `remaining` and `resets_at`)"})
 BODY_ERRORS = error_responses(**{"400": "the body is not JSON",
                                  "413": "the body is larger than TIDEGATE_MAX_BODY_BYTES",
                                  "422": "invalid request"})

@@ -1,4 +1,4 @@
-"""Commands that run Tidegate's processes: up, api, worker, beat, flower, db, keys."""
+"""Commands that run Tidegate's processes: up, api, worker, beat, flower, db."""
 
 from __future__ import annotations
 
@@ -33,10 +33,9 @@ def register(app: typer.Typer) -> None:
     db.command("upgrade")(db_upgrade)
     db.command("current")(db_current)
     app.add_typer(db, name="db", rich_help_panel="Admin")
-    keys = typer.Typer(help="API keys.", no_args_is_help=True)
-    keys.command("create")(keys_create)
-    keys.command("list")(keys_list)
-    app.add_typer(keys, name="keys", rich_help_panel="Admin")
+    from . import admin
+
+    admin.register(app)
 
 
 def up(port: PortOpt = None, data_dir: DataDirOpt = None,
@@ -189,33 +188,4 @@ def db_current() -> None:
 
     engine = make_engine(settings_or_exit().database)
     console.print(current(engine) or "(empty database)")
-    engine.dispose()
-
-
-def keys_create(tenant: Annotated[str, typer.Option(help="the key's owner")]) -> None:
-    """Create an API key for a tenant; the key is printed once and stored hashed."""
-    from ..adapters.sql import SqlJobStore, make_engine
-    from ..core.keys import create_key
-
-    settings = settings_or_exit()
-    engine = make_engine(settings.database)
-    try:
-        plain, record = create_key(SqlJobStore(engine), tenant=tenant,
-                                   secret=settings.secret_key)
-    except ValueError as exc:
-        fail(str(exc))
-    finally:
-        engine.dispose()
-    console.print(f"API key for tenant [bold]{record.tenant}[/] (shown once):")
-    print(plain)
-
-
-def keys_list() -> None:
-    """List API keys (tenant, prefix, created) without their secrets."""
-    from ..adapters.sql import SqlJobStore, make_engine
-
-    engine = make_engine(settings_or_exit().database)
-    for key in SqlJobStore(engine).list_keys():
-        state = "revoked" if key.revoked_at else "active"
-        console.print(f"{key.prefix}…  {key.tenant:<20} {key.created_at:%Y-%m-%d %H:%M}  {state}")
     engine.dispose()

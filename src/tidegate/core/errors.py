@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from typing import Any
 
 ECHO_LIMIT = 80
+
+# What an error shown to a tenant must not carry: where the service runs and how it is built.
+_SCRUB = [
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I), "<url>"),
+    (re.compile(r"(?<![\w<])(?:[A-Za-z]:)?[\\/][^\s'\",;:)\]]+"), "<path>"),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<address>"),
+    (re.compile(r"\[[0-9a-f:]+\](?::\d+)?", re.I), "<address>"),
+    (re.compile(r"\b[\w-]+(?:\.[\w-]+)*:\d{2,5}\b"), "<host>"),
+    (re.compile(r"\b(?=[\w.-]*[a-z])[a-z0-9-]+(?:\.[a-z0-9-]+)+\b", re.I), "<host>"),
+]
 
 
 def shorten(value: Any, limit: int = ECHO_LIMIT, *, quote: bool = True) -> str:
@@ -22,6 +34,21 @@ def error_location(loc: Any, default: str = "input") -> str:
     """A validation error's location (``a.b.0``) with each part shortened: keys are input."""
     parts = [shorten(p, 40, quote=False) for p in loc]
     return shorten(".".join(parts), 120, quote=False) or default
+
+
+def public_summary(exc: BaseException, limit: int = 300) -> str:
+    """A tenant-safe one-line summary of an unexpected exception: its class and the first
+    line of its message with URLs, paths, addresses and host names taken out. The full text
+    belongs in the log, never in an answer or a job's error."""
+    text = str(exc).split("Traceback (most recent call last)", 1)[0].strip()
+    first = text.splitlines()[0] if text else ""
+    for pattern, repl in _SCRUB:
+        first = pattern.sub(repl, first)
+    host = socket.gethostname()
+    if host:  # a bare host name has no dots or port to be recognised by
+        first = re.sub(rf"\b{re.escape(host)}\b", "<host>", first)
+    summary = type(exc).__name__ + (f": {first}" if first else "")
+    return shorten(summary, limit, quote=False)
 
 
 class TidegateError(Exception):
@@ -74,6 +101,37 @@ class AlreadyTerminal(Conflict):
 
 class Unauthorized(TidegateError):
     code = "unauthorized"
+
+
+class Forbidden(TidegateError):
+    """The key is valid but its scope (or its tenant's settings) does not allow this."""
+
+    code = "forbidden_scope"
+
+
+class PriorityNotAllowed(Forbidden):
+    """The tenant's settings do not allow this priority (a tenant may be refused `high`)."""
+
+    code = "priority_not_allowed"
+
+
+class TooManyRequests(TidegateError):
+    """A tenant limit: try again after ``retry_after_s``. ``details`` go into the error body."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.details = dict(details or {})
+
+
+class BudgetExceeded(TooManyRequests):
+    """What it would cost does not fit the tenant's budget left (``details``: what remains,
+    when it resets)."""
+
+    code = "budget_exceeded"
 
 
 class Unavailable(TidegateError):

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import builtins
 import copy
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from .decision import CANCELLED, EXPIRED, QuotaWait
 from .jsonsafe import readable
-from .models import ApiKey, EventNote, Job, JobEvent, Page, Usage, utcnow
+from .models import (
+    ApiKey,
+    EventNote,
+    Job,
+    JobEvent,
+    Page,
+    TenantSettings,
+    Usage,
+    UsageRow,
+    utcnow,
+)
 from .statuses import TERMINAL, WAITING, Status, check_transition
 
 
@@ -31,6 +42,8 @@ class InMemoryJobStore:
         self._jobs: dict[str, Job] = {}
         self._events: list[JobEvent] = []
         self._keys: dict[str, tuple[ApiKey, str]] = {}
+        self._tenants: dict[str, TenantSettings] = {}
+        self._usage: dict[tuple[str, date, str, str], tuple[int, Usage]] = {}
         self._lock = threading.RLock()
 
     def _copy(self, job: Job) -> Job:
@@ -47,6 +60,13 @@ class InMemoryJobStore:
             self._events.append(JobEvent(job.id, "submitted", job.created_at, 0,
                                          {"priority": job.priority.value}, len(self._events) + 1))
             return self._copy(job), True
+
+    def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        with self._lock:
+            for existing in self._jobs.values():
+                if (existing.tenant, existing.idempotency_key) == (tenant, key):
+                    return readable(self._copy(existing))
+            return None
 
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         with self._lock:
@@ -295,27 +315,111 @@ class InMemoryJobStore:
         with self._lock:
             return [e for e in self._events if e.job_id == job_id and (e.id or 0) > after_id]
 
-    def count_by_status(self) -> dict[str, int]:
+    def count_by_status(self, *, tenant: str | None = None) -> dict[str, int]:
         with self._lock:
             counts: dict[str, int] = {s.value: 0 for s in Status}
             for j in self._jobs.values():
-                counts[j.status.value] += 1
+                if tenant is None or j.tenant == tenant:
+                    counts[j.status.value] += 1
             return counts
 
+    def count_waiting(self, tenant: str) -> int:
+        with self._lock:
+            return sum(1 for j in self._jobs.values() if j.tenant == tenant
+                       and j.status in WAITING)
+
+    def count_running(self, tenant: str) -> int:
+        with self._lock:
+            return sum(1 for j in self._jobs.values() if j.tenant == tenant
+                       and j.status is Status.RUNNING)
+
+    # -- AccountStore ---------------------------------------------------------------------
     def add_key(self, key: ApiKey, key_hash: str) -> None:
         with self._lock:
             self._keys[key_hash] = (key, key_hash)
 
-    def tenant_for_key(self, key_hash: str) -> str | None:
+    def key_for_hash(self, key_hash: str) -> ApiKey | None:
         with self._lock:
             found = self._keys.get(key_hash)
-            if found is None or found[0].revoked_at is not None:
-                return None
-            return found[0].tenant
+            return found[0] if found else None
 
-    def list_keys(self) -> builtins.list[ApiKey]:
+    def _key_update(self, key_id: str, check: Callable[[ApiKey], bool], **changes: Any) -> bool:
         with self._lock:
-            return [k for k, _ in self._keys.values()]
+            for h, (k, _) in self._keys.items():
+                if k.id == key_id and check(k):
+                    self._keys[h] = (dataclasses.replace(k, **changes), h)
+                    return True
+            return False
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        with self._lock:
+            return next((k for k, _ in self._keys.values() if k.id == key_id), None)
+
+    def keys_by_prefix(self, prefix: str) -> builtins.list[ApiKey]:
+        with self._lock:
+            return [k for k, _ in self._keys.values() if k.prefix.startswith(prefix)]
+
+    def list_keys(self, *, tenant: str | None = None) -> builtins.list[ApiKey]:
+        with self._lock:
+            keys = [k for k, _ in self._keys.values() if tenant is None or k.tenant == tenant]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    def revoke_key(self, key_id: str, *, at: datetime) -> bool:
+        return self._key_update(key_id, lambda k: k.revoked_at is None, revoked_at=at)
+
+    def expire_key(self, key_id: str, *, at: datetime) -> bool:
+        return self._key_update(
+            key_id, lambda k: k.revoked_at is None and (k.expires_at is None
+                                                       or k.expires_at > at), expires_at=at)
+
+    def keys_generation(self) -> object:
+        with self._lock:
+            return tuple(sorted((k.id, k.revoked_at, k.expires_at) for k, _ in
+                                self._keys.values()))
+
+    def touch_key(self, key_id: str, *, at: datetime, address: str | None) -> None:
+        self._key_update(key_id, lambda k: True, last_used_at=at, last_used_ip=address)
+
+    def get_tenant(self, name: str) -> TenantSettings | None:
+        with self._lock:
+            return self._tenants.get(name)
+
+    def put_tenant(self, settings: TenantSettings) -> None:
+        with self._lock:
+            self._tenants[settings.name] = settings
+
+    def list_tenants(self) -> builtins.list[TenantSettings]:
+        with self._lock:
+            return sorted(self._tenants.values(), key=lambda t: t.name)
+
+    def add_usage(self, *, tenant: str, day: date, type: str, lane: str, usage: Usage,
+                  requests: int = 1) -> None:
+        with self._lock:
+            k = (tenant, day, type, lane)
+            n, u = self._usage.get(k, (0, Usage()))
+            self._usage[k] = (n + requests, u.add(usage))
+
+    def usage_since(self, tenant: str, since: date) -> Usage:
+        total = Usage()
+        with self._lock:
+            for (t, day, _, _), (_, u) in self._usage.items():
+                if t == tenant and day >= since:
+                    total = total.add(u)
+        return total
+
+    def usage_report(self, *, tenant: str | None, start: date, end: date,
+                     group_by: Sequence[str]) -> builtins.list[UsageRow]:
+        sums: dict[tuple[str, ...], tuple[int, Usage]] = {}
+        with self._lock:
+            for (t, day, typ, lane), (n, u) in self._usage.items():
+                if (tenant is not None and t != tenant) or not start <= day <= end:
+                    continue
+                fields = {"tenant": t, "type": typ, "lane": lane, "day": day.isoformat()}
+                key = tuple(fields[g] for g in group_by)
+                m, v = sums.get(key, (0, Usage()))
+                sums[key] = (m + n, v.add(u))
+        return [UsageRow(dict(zip(group_by, key, strict=True)), n, u.input_tokens,
+                         u.output_tokens, u.cost_nanos) for key, (n, u) in sorted(sums.items())]
 
     def ping(self) -> None:
         return None

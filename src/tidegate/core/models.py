@@ -132,6 +132,49 @@ class ApiKey:
     prefix: str  # the first characters, shown in listings so a key can be recognised
     created_at: datetime
     revoked_at: datetime | None = None
+    scope: str = "submit"  # core.keys.Scope
+    name: str = ""
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    last_used_ip: str | None = None
+    rotated_from: str | None = None  # the id of the key this one replaced
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """A tenant's limits and budgets; None means no such limit."""
+
+    name: str
+    submit_rpm: int | None = None
+    max_queued: int | None = None
+    max_running: int | None = None
+    max_streams: int | None = None
+    priorities: tuple[str, ...] | None = None  # allowed priorities; None: all
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+    daily_nano_usd: int | None = None
+    monthly_nano_usd: int | None = None
+    weight: float | None = None  # share of a lane against other tenants (default 1)
+    updated_at: datetime | None = None
+
+    @property
+    def has_budget(self) -> bool:
+        return any(v is not None for v in (self.daily_tokens, self.monthly_tokens,
+                                            self.daily_nano_usd, self.monthly_nano_usd))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One line of a usage report: the grouping's values, then the sums."""
+
+    group: dict[str, str]
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_nanos: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from .decision import QuotaWait
-from .models import ApiKey, EventNote, Job, JobEvent, Page, Usage
+from .models import ApiKey, EventNote, Job, JobEvent, Page, TenantSettings, Usage, UsageRow
 from .statuses import Status
 
 
@@ -19,6 +19,10 @@ class JobStore(Protocol):
     def create(self, job: Job) -> tuple[Job, bool]:
         """Insert the job; with an idempotency key already used by the tenant, return the
         existing job (with its ``request_fingerprint``) and ``False``."""
+        ...
+
+    def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        """The tenant's job submitted with this Idempotency-Key, or None."""
         ...
 
     def get(self, job_id: str, *, tenant: str | None = None) -> Job | None:
@@ -106,14 +110,17 @@ class JobStore(Protocol):
 
     def events(self, job_id: str, *, after_id: int = 0) -> builtins.list[JobEvent]: ...
 
-    def count_by_status(self) -> dict[str, int]: ...
+    def count_by_status(self, *, tenant: str | None = None) -> dict[str, int]:
+        """Jobs per status: one tenant's, or every tenant's (None)."""
+        ...
 
-    # API keys
-    def add_key(self, key: ApiKey, key_hash: str) -> None: ...
+    def count_waiting(self, tenant: str) -> int:
+        """The tenant's queued and retrying jobs (the max-queued limit)."""
+        ...
 
-    def tenant_for_key(self, key_hash: str) -> str | None: ...
-
-    def list_keys(self) -> builtins.list[ApiKey]: ...
+    def count_running(self, tenant: str) -> int:
+        """The tenant's running jobs (the running cap)."""
+        ...
 
     def ping(self) -> None: ...
 
@@ -130,6 +137,56 @@ class JobStore(Protocol):
     def expire_leases_of(self, owner: str) -> int:
         """End now the leases of the running jobs ``owner`` holds (the owner is known to be
         dead), so that the next sweep takes them over. Returns how many."""
+        ...
+
+
+class AccountStore(Protocol):
+    """API keys, tenant settings and usage: the governance tables beside the jobs."""
+
+    def add_key(self, key: ApiKey, key_hash: str) -> None: ...
+
+    def key_for_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked and expired ones included."""
+        ...
+
+    def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    def keys_by_prefix(self, prefix: str) -> builtins.list[ApiKey]: ...
+
+    def list_keys(self, *, tenant: str | None = None) -> builtins.list[ApiKey]: ...
+
+    def revoke_key(self, key_id: str, *, at: datetime) -> bool:
+        """Revoke an unrevoked key; False when there is none."""
+        ...
+
+    def expire_key(self, key_id: str, *, at: datetime) -> bool:
+        """Set an unrevoked key to expire at ``at`` unless it expires sooner already."""
+        ...
+
+    def touch_key(self, key_id: str, *, at: datetime, address: str | None) -> None: ...
+
+    def keys_generation(self) -> object:
+        """A value that changes whenever any key is created, revoked or re-expired (not when
+        one is used): caches compare it to know they are stale."""
+        ...
+
+    def get_tenant(self, name: str) -> TenantSettings | None: ...
+
+    def put_tenant(self, settings: TenantSettings) -> None: ...
+
+    def list_tenants(self) -> builtins.list[TenantSettings]: ...
+
+    def add_usage(self, *, tenant: str, day: date, type: str, lane: str, usage: Usage,
+                  requests: int = 1) -> None: ...
+
+    def usage_since(self, tenant: str, since: date) -> Usage:
+        """The tenant's usage on ``since`` and every day after (budgets rebuild from it)."""
+        ...
+
+    def usage_report(self, *, tenant: str | None, start: date, end: date,
+                     group_by: Sequence[str]) -> builtins.list[UsageRow]:
+        """Sums over days ``start``..``end`` (inclusive), grouped by any of tenant, type,
+        lane, day."""
         ...
 
 

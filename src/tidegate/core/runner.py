@@ -4,6 +4,7 @@ write the outcome with a conditional UPDATE. Framework-free; the Celery task is 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -22,14 +23,17 @@ from .errors import (
     Unavailable,
     UnknownJobType,
     WorkerStopping,
+    public_summary,
 )
 from .jsonsafe import find_problem, storable_text
-from .models import EventNote, Job, Usage
+from .models import EventNote, Job, TenantSettings, Usage
 from .ports import JobStore
 from .registry import Registry
 from .statuses import WAITING, Status
 
 log = logging.getLogger(__name__)
+
+RUNNING_CAP_DELAY_S = 2.0  # a job over its tenant's running cap comes back after about this
 
 T = TypeVar("T")
 
@@ -61,8 +65,11 @@ class Runner:
 
     def __init__(self, store: JobStore, registry: Registry, *, worker_id: str,
                  config: RunnerConfig | None = None, services: dict[str, Any] | None = None,
-                 time_limit_errors: tuple[type[BaseException], ...] = ()) -> None:
+                 time_limit_errors: tuple[type[BaseException], ...] = (),
+                 tenant_settings: Callable[[str], TenantSettings | None] | None = None) -> None:
         self.store = store
+        # A tenant's running cap is checked after each claim (None: no tenant limits).
+        self.tenant_settings = tenant_settings
         self.registry = registry
         self.worker_id = worker_id
         self.config = config or RunnerConfig()
@@ -80,7 +87,41 @@ class Runner:
             return self._not_claimed(job_id)
         if on_claim is not None:
             on_claim(job)
+        cap = self._running_cap(job)
+        if cap is not None:
+            return replace(self._over_cap(job, cap), job_type=job.type)
         return replace(self._execute(job), job_type=job.type)
+
+    def _running_cap(self, job: Job) -> int | None:
+        """The tenant's running cap if this claim took it over the cap, else None. The count
+        includes this job; two claims racing for the last slot may both step back (the
+        jittered delay splits them), never both run past it."""
+        if self.tenant_settings is None:
+            return None
+        try:
+            settings = self.tenant_settings(job.tenant)
+            if settings is None or settings.max_running is None:
+                return None
+            if self.store.count_running(job.tenant) <= settings.max_running:
+                return None
+        except Unavailable:
+            return None  # the database blinked: run it rather than bounce it
+        return settings.max_running
+
+    def _over_cap(self, job: Job, cap: int) -> Outcome:
+        """Hand the job back for a short, jittered while, without spending its attempt: the
+        tenant's other jobs hold its running slots (as a quota wait does, but no quota clock
+        runs: the tenant's own load is not the provider's)."""
+        delay = RUNNING_CAP_DELAY_S * (0.5 + random.random())
+        written = self._write(
+            job_id=job.id, attempt=job.attempts, status=Status.RETRYING,
+            error_code="tenant_running_cap",
+            error_message=f"tenant {job.tenant!r} runs {cap} jobs at most; waiting for a slot",
+            delay_s=delay, refund_attempt=True,
+            note=EventNote("retrying", {"reason": "tenant running cap", "code":
+                                        "tenant_running_cap", "delay_s": round(delay, 3),
+                                        "counts_as_attempt": False}))
+        return self._outcome(written, delay, job)
 
     def max_quota_wait_s(self, job_type: str) -> float:
         if job_type in self.registry:
@@ -136,7 +177,7 @@ class Runner:
                 reason="time limit" if timed_out else "handler raised",
                 error_code="time_limit" if timed_out else "handler_error",
                 error_message="the attempt ran past the job time limit" if timed_out
-                else f"{type(exc).__name__}: {exc}"[:500]))
+                else f"{public_summary(exc)} (the worker log has the details)"))
         finally:
             stop.set()
             beat.join(timeout=5)

@@ -26,6 +26,7 @@ from .models import CursorPage, EventNote, Job, new_job_id, utcnow
 from .ports import Dispatcher, JobStore
 from .registry import Registry
 from .statuses import TERMINAL, Priority, Status
+from .tenants import Estimate, TenantGate
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,25 @@ def request_fingerprint(request: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def input_estimate(data: Any) -> Estimate:
+    """The least a job will cost: its input's text sent once (about 4 characters a token).
+    Dollars are not estimated at submit: an exhausted dollar budget refuses any job."""
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return Estimate(tokens=max(1, len(text) // 4))
+
+
 class JobService:
     def __init__(self, store: JobStore, dispatcher: Dispatcher, registry: Registry, *,
                  clock: Callable[[], datetime] = utcnow, secret: str | None = None,
                  validation_context: Mapping[str, Any] | None = None,
+                 gate: TenantGate | None = None,
                  marks: DispatchMarks | None = None) -> None:
         self.store = store
         # Where "this row's message is out" is recorded: in batches off the request path when
         # given (the API), else at once (the sweep, the CLI, tests).
         self.marks = marks
+        # Tenant limits at submit (priorities, rate, queued jobs, budgets); None: no limits.
+        self.gate = gate
         self.dispatcher = dispatcher
         self.registry = registry
         self.clock = clock
@@ -89,6 +100,12 @@ class JobService:
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
         expires_at = self._deadline(deadline_s, expires_at)
+        # A replay of an accepted submit answers with its job: the limits were applied to it.
+        if self.gate is not None and (
+                idempotency_key is None
+                or self.store.by_idempotency_key(tenant, idempotency_key) is None):
+            self.gate.check_submit(self.store, tenant=tenant, priority=prio,
+                                   estimate=input_estimate(validated.model_dump(mode="json")))
         job = Job(id=new_job_id(), tenant=tenant, type=type, priority=prio,
                   input=validated.model_dump(mode="json", exclude_unset=False),
                   metadata=dict(metadata or {}), idempotency_key=idempotency_key,

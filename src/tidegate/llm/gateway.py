@@ -42,6 +42,7 @@ from ..core.llm import (
     TransientError,
 )
 from ..core.models import Usage
+from ..core.spending import Hold, Spending
 from ..llm_config import LLMConfig, LLMConfigError
 from ..logs import job_fields
 from ..providers import Providers, abort
@@ -105,8 +106,11 @@ class LLMGateway:
     """Shared by all jobs of a worker process."""
 
     def __init__(self, providers: Providers, limiter: Limiter, config: LLMConfig, *,
-                 policy: GatewayPolicy | None = None, max_parallel_calls: int = 64) -> None:
+                 policy: GatewayPolicy | None = None, max_parallel_calls: int = 64,
+                 spending: Spending | None = None) -> None:
         self.providers = providers
+        # Tenant budgets and persisted usage; None: neither (unit tests, experiments).
+        self.spending = spending
         self.limiter = limiter
         self.config = config
         self.policy = policy or GatewayPolicy()
@@ -255,10 +259,17 @@ class JobLLM:
                 self._wait_or_yield(lane, adm)
                 continue
             assert adm.reservation_id is not None
+            hold = self._reserve_budget(lane, adm.reservation_id, holder, est_in, est_out,
+                                        timeout_s)
             sent = time.monotonic()
             try:
-                result, latency = self._call_abandonable(lane, adm.reservation_id,
-                                                         functools.partial(call, lane))
+                try:
+                    result, latency = self._call_abandonable(
+                        lane, adm.reservation_id, functools.partial(call, lane), hold)
+                except BaseException:
+                    if gw.spending is not None:
+                        gw.spending.refund(hold)  # not made, or cut off: a late answer settles
+                    raise
             except RateLimited as exc:
                 gw.limiter.release(lane, adm.reservation_id)
                 gw.limiter.observe(lane, exc.rate_limits, age_s=time.monotonic() - sent)
@@ -293,6 +304,9 @@ class JobLLM:
             provider_name, _, model_name = lane.partition(":")
             spent = gw.usage_of(lane, in_tok, out_tok)
             ctx.add_usage(spent)
+            if gw.spending is not None:
+                gw.spending.settle(hold, tenant=ctx.tenant, job_type=ctx.job_type, lane=lane,
+                                   usage=spent)
             metrics.tokens.labels(lane=lane, kind="input").inc(in_tok)
             metrics.tokens.labels(lane=lane, kind="output").inc(out_tok)
             metrics.llm_tokens.labels(lane=lane, tenant=ctx.tenant, direction="input").inc(in_tok)
@@ -313,6 +327,23 @@ class JobLLM:
                                 lanes_tried=tried)
             return result, record
 
+    def _reserve_budget(self, lane: str, rid: str, holder: str, est_in: int, est_out: int,
+                        timeout_s: float) -> Hold | None:
+        """Reserve the call's estimate against the tenant's budgets. A refusal frees the
+        lane's reservation and fails the job (JobFailed budget_exceeded): the call is not
+        made."""
+        gw = self.gw
+        if gw.spending is None:
+            return None
+        est = gw.usage_of(lane, est_in, est_out)
+        try:
+            return gw.spending.reserve(self.ctx.tenant, holder=holder,
+                                       tokens=est_in + est_out, nanos=est.cost_nanos,
+                                       ttl_s=timeout_s + gw.policy.reservation_slack_s)
+        except BaseException:
+            gw.limiter.release(lane, rid)
+            raise
+
     def _wait_or_yield(self, lane: str, adm: Admission) -> None:
         """Sleep a short wait in place; give the worker slot back for a long one."""
         if adm.wait_s <= self.gw.policy.short_wait_s:
@@ -322,7 +353,8 @@ class JobLLM:
                          counts_as_attempt=False, error_code="waiting_for_quota",
                          error_message=f"lane {lane} is at its {adm.reason} limit")
 
-    def _call_abandonable(self, lane: str, rid: str, fn: Callable[[], T]) -> tuple[T, float]:
+    def _call_abandonable(self, lane: str, rid: str, fn: Callable[[], T],
+                          hold: Hold | None = None) -> tuple[T, float]:
         """Run the provider call in a helper thread. When the job stops waiting for it
         (cancel, shutdown, lost lease, time limit), cut the HTTP request off and free the
         reservation at once; should the call return anyway, its usage is added late."""
@@ -342,7 +374,7 @@ class JobLLM:
                         ctx.check()
         except BaseException as exc:
             if not (future.done() and not future.cancelled() and future.exception() is exc):
-                self._abandon(lane, rid, handle, future)  # we stopped waiting, not the call
+                self._abandon(lane, rid, handle, future, hold)  # we stopped waiting
             raise
         latency = time.monotonic() - started
         in_tok, out_tok = _usage_of(result)
@@ -354,16 +386,16 @@ class JobLLM:
         return result, latency
 
     def _abandon(self, lane: str, rid: str, handle: abort.CallHandle,
-                 future: Future[Any]) -> None:
+                 future: Future[Any], hold: Hold | None = None) -> None:
         if future.done() and not future.cancelled() and future.exception() is None:
-            self._late(lane, rid, future)  # it answered just as we gave up: billed
+            self._late(lane, rid, future, hold)  # it answered just as we gave up: billed
             return
         future.cancel()  # not started yet: never sent
         handle.abort()  # in flight: cut off, so it stops being generated and billed
         self.gw.limiter.release(lane, rid)  # its quota is free for others now
-        future.add_done_callback(functools.partial(self._late, lane, rid))
+        future.add_done_callback(functools.partial(self._late, lane, rid, hold=hold))
 
-    def _late(self, lane: str, rid: str, future: Future[Any]) -> None:
+    def _late(self, lane: str, rid: str, future: Future[Any], hold: Hold | None = None) -> None:
         """An abandoned call returned: if it produced an answer, the provider bills it, so
         its usage goes on the job (whatever its status now) and on the lane."""
         try:
@@ -374,6 +406,9 @@ class JobLLM:
             self.gw.limiter.settle(lane, rid, input_tokens=in_tok, output_tokens=out_tok)
             spent = self.gw.usage_of(lane, in_tok, out_tok)
             self.ctx.add_late_usage(spent)
+            if self.gw.spending is not None:  # billed: it counts against the budget too
+                self.gw.spending.settle(hold, tenant=self.ctx.tenant,
+                                        job_type=self.ctx.job_type, lane=lane, usage=spent)
             log.info("job %s: an abandoned call on %s returned late: %d+%d tokens",
                      self.ctx.job_id, lane, in_tok, out_tok)
         except Exception:  # best effort: the reservation's TTL frees it anyway

@@ -26,6 +26,7 @@ import openai
 import pydantic
 from google.genai import errors as genai_errors
 
+from tidegate.core.errors import public_summary
 from tidegate.core.llm import (
     ContextTooLong,
     InvalidRequest,
@@ -148,12 +149,14 @@ def classify(exc: BaseException, provider: str) -> ProviderError | None:
         return TransientError(f"{provider}: request timed out", provider=provider)
     if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
         if isinstance(exc.__cause__, _UNBUILDABLE):  # the SDKs wrap every httpx error
-            return InvalidRequest(_short(f"{provider}: invalid request ({exc.__cause__})"),
+            return InvalidRequest(_short(f"{provider}: invalid request "
+                                         f"({public_summary(exc.__cause__)})"),
                                   provider=provider)
         return TransientError(f"{provider}: connection error ({type(exc.__cause__).__name__})",
                               provider=provider)
     if isinstance(exc, _UNBUILDABLE):
-        return InvalidRequest(_short(f"{provider}: invalid request ({exc})"), provider=provider)
+        return InvalidRequest(_short(f"{provider}: invalid request ({public_summary(exc)})"),
+                              provider=provider)
     if isinstance(exc, _MALFORMED_ERRORS):
         return malformed(provider, type(exc).__name__)
     if isinstance(exc, openai.APIError | anthropic.APIError):

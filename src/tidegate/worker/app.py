@@ -16,7 +16,7 @@ from .. import logs
 from ..adapters import metrics
 from ..adapters.celery_app import RUN_JOB, create_celery
 from ..config import Settings
-from ..core.errors import Unavailable
+from ..core.errors import Unavailable, public_summary
 from ..core.models import Job
 from . import runtime
 from .timelimit import TimeLimit
@@ -133,8 +133,10 @@ def create_worker_app(settings: Settings) -> Celery:
             return _fail_delivery(job_id, failures, exc)
 
     def _fail_delivery(job_id: str, failures: int, exc: Exception) -> str:
-        message = f"delivery failed {failures} times: {type(exc).__name__}: {exc}"[:500]
-        log.error("job %s: %s", job_id, message, exc_info=exc)
+        log.error("job %s: delivery failed %d times: %s: %s", job_id, failures,
+                  type(exc).__name__, exc, exc_info=exc)
+        # What the tenant sees: summarised (no hosts, paths or traces); the log has it all.
+        message = f"delivery failed {failures} times: {public_summary(exc)}"
         try:
             failed = runtime.get_runtime().container.store.fail_waiting(
                 job_id, code="delivery_failed", message=message)

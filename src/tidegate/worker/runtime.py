@@ -84,7 +84,8 @@ def get_runtime() -> Runtime:
             runner = Runner(container.store, container.registry, worker_id=worker_id(),
                             config=runner_config(settings),
                             services=build_services(container),
-                            time_limit_errors=(SoftTimeLimitExceeded,))
+                            time_limit_errors=(SoftTimeLimitExceeded,),
+                            tenant_settings=container.tenant_gate.settings)
             _runtime = Runtime(container, runner, os.getpid())
         return _runtime
 
@@ -125,7 +126,7 @@ def build_services(container: Container) -> dict[str, object]:
     config = container.llm_config
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
-                         policy=gateway_policy(settings))
+                         policy=gateway_policy(settings), spending=container.spending)
     return {"settings": settings, "redis": state, "llm": gateway}
 
 

@@ -3,48 +3,28 @@
 from __future__ import annotations
 
 import builtins
-import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 
 from ...core.decision import CANCELLED, EXPIRED, QuotaWait
-from ...core.errors import Unavailable
 from ...core.jsonsafe import find_problem, readable, unreadable
-from ...core.models import ApiKey, EventNote, Job, JobEvent, Page, Usage, utcnow
+from ...core.models import EventNote, Job, JobEvent, Page, Usage, utcnow
 from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
-from .tables import UTCDateTime, api_keys, job_events, jobs
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from .accounts import SqlAccounts, guard
+from .tables import UTCDateTime, job_events, jobs
 
 _WAITING = [s.value for s in WAITING]
 
 log = logging.getLogger(__name__)
 
 
-def _guard(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn 'cannot reach the database' into Unavailable, which the API answers with 503."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise Unavailable(f"database unavailable: {type(exc.orig).__name__}") from exc
-        except sa.exc.TimeoutError as exc:  # every pooled connection busy: wait and retry
-            raise Unavailable("database connection pool exhausted") from exc
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise Unavailable("database connection lost") from exc
-            raise
-
-    return wrapper
+_guard = guard
 
 
 def _row_to_job(r: Any) -> Job:
@@ -167,7 +147,7 @@ def _insert_with_event(read: list[Any], columns: list[str]) -> Any:
     return sa.select(new_job).add_cte(new_event)
 
 
-class SqlJobStore:
+class SqlJobStore(SqlAccounts):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._read = _read_columns(engine.dialect.name)
@@ -199,7 +179,7 @@ class SqlJobStore:
         except sa.exc.IntegrityError:
             if job.idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(job.tenant, job.idempotency_key)
+            existing = self.by_idempotency_key(job.tenant, job.idempotency_key)
             if existing is None:  # pragma: no cover - the winner's row vanished (purged)
                 raise
             return existing, False
@@ -224,7 +204,8 @@ class SqlJobStore:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             return conn.execute(self._insert_pg_stmt, params).one()
 
-    def _by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+    @_guard
+    def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         with self.engine.connect() as conn:
             row = conn.execute(self._select_readable().where(
                 jobs.c.tenant == tenant, jobs.c.idempotency_key == key)).first()
@@ -558,34 +539,28 @@ class SqlJobStore:
                 for r in rows]
 
     @_guard
-    def count_by_status(self) -> dict[str, int]:
+    def count_by_status(self, *, tenant: str | None = None) -> dict[str, int]:
         counts = {s.value: 0 for s in Status}
+        q = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        if tenant is not None:
+            q = q.where(jobs.c.tenant == tenant)
         with self.engine.connect() as conn:
-            for status, n in conn.execute(
-                    sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)):
+            for status, n in conn.execute(q):
                 counts[status] = n
         return counts
 
-    # -- API keys -----------------------------------------------------------------------
     @_guard
-    def add_key(self, key: ApiKey, key_hash: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(api_keys.insert().values(
-                id=key.id, tenant=key.tenant, prefix=key.prefix, key_hash=key_hash,
-                created_at=key.created_at, revoked_at=key.revoked_at))
+    def count_waiting(self, tenant: str) -> int:
+        return self._count(tenant, _WAITING)
 
     @_guard
-    def tenant_for_key(self, key_hash: str) -> str | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(api_keys.c.tenant).where(
-                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))).first()
-        return row.tenant if row else None
+    def count_running(self, tenant: str) -> int:
+        return self._count(tenant, [Status.RUNNING.value])
 
-    @_guard
-    def list_keys(self) -> builtins.list[ApiKey]:
+    def _count(self, tenant: str, statuses: builtins.list[str]) -> int:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
-        return [ApiKey(r.id, r.tenant, r.prefix, r.created_at, r.revoked_at) for r in rows]
+            return int(conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+                jobs.c.tenant == tenant, jobs.c.status.in_(statuses))).scalar_one())
 
     @_guard
     def ping(self) -> None:

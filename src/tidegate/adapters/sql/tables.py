@@ -99,4 +99,47 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime),
+    # admin | submit | read (core.keys.Scope). Keys made before scopes: the first is admin.
+    sa.Column("scope", sa.String(16), nullable=False, server_default="submit"),
+    sa.Column("name", sa.String(100), nullable=False, server_default=""),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("last_used_at", UTCDateTime),
+    sa.Column("last_used_ip", sa.String(64)),
+    # The key this one replaced (rotation); that key stays valid until its expires_at.
+    sa.Column("rotated_from", sa.String(36)),
+    # +1 on every change but last use: API processes poll the table's sum to drop their
+    # caches (a counter, not a time: hosts whose clocks disagree still see every change).
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_tg_api_keys_prefix", "prefix"),
+)
+
+# Limits and budgets per tenant; a tenant without a row (or a NULL field) has no such limit.
+tenants = sa.Table(
+    "tg_tenants", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("submit_rpm", sa.Integer),
+    sa.Column("max_queued", sa.Integer),
+    sa.Column("max_running", sa.Integer),
+    sa.Column("max_streams", sa.Integer),
+    sa.Column("priorities", sa.String(32)),  # comma-separated allowed priorities
+    sa.Column("daily_tokens", sa.BigInteger),
+    sa.Column("monthly_tokens", sa.BigInteger),
+    sa.Column("daily_nano_usd", sa.BigInteger),
+    sa.Column("monthly_nano_usd", sa.BigInteger),
+    sa.Column("weight", sa.Float),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What providers billed, per tenant, UTC day, job type and lane: the truth budgets are
+# rebuilt from when Redis loses its counters, and what /v1/usage reports.
+usage = sa.Table(
+    "tg_usage", metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("type", sa.String(100), primary_key=True),
+    sa.Column("lane", sa.String(200), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
 )

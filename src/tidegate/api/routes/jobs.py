@@ -13,10 +13,11 @@ from fastapi.responses import StreamingResponse
 
 from ...adapters.metrics import count_submission
 from ...core.errors import NotFound, Unavailable
-from ..deps import ContainerDep, ServiceDep, TenantDep
+from ..deps import ContainerDep, Reader, ServiceDep, Submitter
 from ..schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
+    SUBMIT_LIMIT_ERRORS,
     JobAccepted,
     JobCreate,
     JobEventPublic,
@@ -24,6 +25,7 @@ from ..schemas import (
     JobPublic,
     error_responses,
 )
+from ..stream_slots import take_stream_slot
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
@@ -33,14 +35,16 @@ _ERRORS = error_responses(**{"404": "no such job for this tenant",
 
 
 @router.post("", status_code=202, response_model=JobAccepted,
-             responses={**_ERRORS, **BODY_ERRORS})
-def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
+             responses={**_ERRORS, **BODY_ERRORS, **SUBMIT_LIMIT_ERRORS})
+def submit_job(body: JobCreate, service: ServiceDep, caller: Submitter,
                idempotency_key: Annotated[str | None, Header()] = None) -> JobAccepted:
     """Submit a job. 202 means the job row is committed: it will run, or end with an error.
 
-    The same `Idempotency-Key` from the same tenant returns the job created first.
+    The same `Idempotency-Key` from the same tenant returns the job created first. The
+    tenant's limits apply: allowed priorities (403), submissions per minute and waiting jobs
+    (429 `rate_limited` with `Retry-After`), budgets (429 `budget_exceeded`).
     """
-    job, created = service.submit(tenant=tenant, type=body.type, input=body.input,
+    job, created = service.submit(tenant=caller.tenant, type=body.type, input=body.input,
                                    priority=body.priority, metadata=body.metadata,
                                    idempotency_key=idempotency_key,
                                    deadline_s=body.deadline_s, expires_at=body.expires_at)
@@ -51,7 +55,7 @@ def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
 
 @router.get("", response_model=JobList,
             responses=error_responses(**{"422": "invalid status, type, limit or cursor"}))
-def list_jobs(service: ServiceDep, tenant: TenantDep,
+def list_jobs(service: ServiceDep, caller: Reader,
               status: Annotated[str | None, Query(description="e.g. failed: the dead letters")]
               = None,
               type: str | None = None,
@@ -59,51 +63,63 @@ def list_jobs(service: ServiceDep, tenant: TenantDep,
               cursor: Annotated[str | None, Query(
                   description="`next_cursor` of the previous page, exactly as returned")] = None,
               ) -> JobList:
-    """List the caller's jobs, newest first; pass `next_cursor` back for the next page."""
-    page = service.list(tenant=tenant, status=status, type=type, limit=limit, cursor=cursor)
+    """List the caller's jobs (an admin key: every tenant's), newest first; pass
+    `next_cursor` back for the next page."""
+    page = service.list(tenant=caller.owner, status=status, type=type, limit=limit,
+                        cursor=cursor)
     return JobList(jobs=[JobPublic.of(j) for j in page.jobs], next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-def get_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
+def get_job(job_id: str, service: ServiceDep, caller: Reader) -> JobPublic:
     """The job's status, progress, result or error, attempts and usage."""
-    return JobPublic.of(service.get(job_id, tenant=tenant))
+    return JobPublic.of(service.get(job_id, tenant=caller.owner))
 
 
 @router.delete("/{job_id}", response_model=JobPublic,
                responses={**_ERRORS, 409: {"description": "the job already finished"}})
-def cancel_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
+def cancel_job(job_id: str, service: ServiceDep, caller: Submitter) -> JobPublic:
     """Cancel: a waiting job never starts; a running job stops at its next checkpoint."""
-    return JobPublic.of(service.cancel(job_id, tenant=tenant))
+    return JobPublic.of(service.cancel(job_id, tenant=caller.owner))
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=JobPublic,
              responses={**_ERRORS, 409: {"description": "the job is not failed"}})
-def retry_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
+def retry_job(job_id: str, service: ServiceDep, caller: Submitter) -> JobPublic:
     """Replay a failed (dead-lettered) job with a fresh attempt budget."""
-    return JobPublic.of(service.retry(job_id, tenant=tenant))
+    return JobPublic.of(service.retry(job_id, tenant=caller.owner))
 
 
 @router.get("/{job_id}/history", response_model=list[JobEventPublic], responses=_ERRORS)
-def job_history(job_id: str, service: ServiceDep, tenant: TenantDep) -> list[JobEventPublic]:
+def job_history(job_id: str, service: ServiceDep, caller: Reader) -> list[JobEventPublic]:
     """Everything that happened to the job: submitted, claimed, retrying, succeeded..."""
-    service.get(job_id, tenant=tenant)
+    service.get(job_id, tenant=caller.owner)
     return [JobEventPublic(id=e.id or 0, kind=e.kind, attempt=e.attempt, at=e.at,
                            detail=e.detail) for e in service.store.events(job_id)]
 
 
-@router.get("/{job_id}/events", responses=_ERRORS,
+@router.get("/{job_id}/events", responses={**_ERRORS, **error_responses(**{
+                "429": "the tenant has its maximum of event streams open"})},
             response_class=StreamingResponse)
-async def stream_job(job_id: str, container: ContainerDep, tenant: TenantDep) -> StreamingResponse:
+async def stream_job(job_id: str, container: ContainerDep, caller: Reader) -> StreamingResponse:
     """Server-sent events: a `job` event with the full job each time it changes, until it ends."""
     service = container.service
-    job = await run_in_threadpool(service.get, job_id, tenant=tenant)
+    job = await run_in_threadpool(service.get, job_id, tenant=caller.owner)
+    slot = await run_in_threadpool(take_stream_slot, container, caller.tenant)
 
     async def events() -> AsyncIterator[str]:
+        try:
+            async for chunk in _job_events():
+                yield chunk
+        finally:
+            await run_in_threadpool(slot.give)
+
+    async def _job_events() -> AsyncIterator[str]:
         last = ""
         current = job
         idle = 0.0
         while True:
+            slot.renew()
             payload = JobPublic.of(current).model_dump_json()
             if payload != last:
                 last = payload
@@ -112,13 +128,17 @@ async def stream_job(job_id: str, container: ContainerDep, tenant: TenantDep) ->
             if current.status.terminal:
                 yield "event: end\ndata: {}\n\n"
                 return
+            if caller.key_id is not None and not await run_in_threadpool(
+                    container.keys.is_valid, caller.key_id):  # type: ignore[attr-defined]
+                yield f"event: error\ndata: {json.dumps({'code': 'unauthorized'})}\n\n"
+                return
             await asyncio.sleep(0.5)
             idle += 0.5
             if idle >= 15:  # keep proxies from closing an idle stream
                 yield ": keep-alive\n\n"
                 idle = 0.0
             try:
-                current = await run_in_threadpool(service.get, job_id, tenant=tenant)
+                current = await run_in_threadpool(service.get, job_id, tenant=caller.owner)
             except NotFound:
                 yield f"event: error\ndata: {json.dumps({'code': 'not_found'})}\n\n"
                 return

@@ -9,19 +9,21 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
 from ...core.errors import Unavailable
-from ..deps import ContainerDep, TenantDep
+from ..deps import ContainerDep, Reader
 from ..schemas import AUTH_ERRORS
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/v1/limits", responses=AUTH_ERRORS)
-async def limits(container: ContainerDep, _tenant: TenantDep) -> dict[str, Any]:
+async def limits(container: ContainerDep, caller: Reader) -> dict[str, Any]:
     """Every lane (`provider:model`): its limits (configured or learned from the provider's
     headers), use over the last minute, in-flight calls, waiting jobs by priority, and the
-    pause a 429 imposed."""
-
-    return {"lanes": await run_in_threadpool(lane_report, container.limiter)}
+    pause a 429 imposed. Keys other than admin see only the lanes the settings configure."""
+    lanes = await run_in_threadpool(lane_report, container.limiter)  # type: ignore[attr-defined]
+    if not caller.is_admin:
+        lanes = [lane for lane in lanes if "configured" in lane["sources"].values()]
+    return {"lanes": lanes}
 
 
 def lane_report(limiter: Any) -> list[dict[str, Any]]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...adapters.metrics import exposition, process_registry
-from ...core.errors import Unavailable
-from ..deps import ContainerDep, TenantDep
-from ..schemas import AUTH_ERRORS, QueueDepth, QueuesReport, WorkerInfo
+from ...core.errors import Unauthorized, Unavailable
+from ..deps import ContainerDep, Reader
+from ..schemas import AUTH_ERRORS, QueueDepth, QueuesReport, WorkerInfo, error_responses
 
 router = APIRouter(tags=["system"])
 
@@ -38,23 +39,38 @@ def readyz(container: ContainerDep) -> JSONResponse:
                         status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(container: ContainerDep) -> PlainTextResponse:
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses=error_responses(**{"401": "TIDEGATE_METRICS_TOKEN is set and this "
+                                                "request does not carry it"}))
+def metrics(container: ContainerDep, request: Request) -> PlainTextResponse:
     """Prometheus metrics: jobs by status, queue depth, workers, provider lanes, and this
-    API's submissions and HTTP requests. Aggregates only (no job's data), so it needs no API
-    key."""
+    API's submissions and HTTP requests. Open by default (aggregates only, no job's data);
+    with TIDEGATE_METRICS_TOKEN set, scrapers must send `Authorization: Bearer <that token>`."""
+    token = container.settings.metrics_token
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("this endpoint needs the metrics token: "
+                               "`Authorization: Bearer <TIDEGATE_METRICS_TOKEN>`")
     return PlainTextResponse(exposition(process_registry(), container.metrics_registry),
                              media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/queues", response_model=QueuesReport, responses=AUTH_ERRORS)
-async def queues(container: ContainerDep, _tenant: TenantDep) -> QueuesReport:
+async def queues(container: ContainerDep, caller: Reader) -> QueuesReport:
     """Depth of each priority queue (ready, unacked), the workers and their active and
-    reserved counts. Cached for a moment, so polling it is cheap."""
-    inspector = container.queue_inspector
+    reserved counts, and the caller's jobs by status (an admin key: every tenant's). Worker
+    host names and pids are shown to admin keys only. Cached for a moment, so polling it is
+    cheap."""
+    inspector = container.queue_inspector  # type: ignore[attr-defined]
     stats = await run_in_threadpool(inspector.stats)
-    counts = await run_in_threadpool(container.store.count_by_status)
+    counts = await run_in_threadpool(lambda: container.store.count_by_status(
+        tenant=caller.owner))
+    workers = [WorkerInfo(**w) for w in stats.workers]
+    if not caller.is_admin:  # where the service runs is not a tenant's business
+        workers = [w.model_copy(update={"name": f"worker-{i + 1}"})
+                   for i, w in enumerate(workers)]
     return QueuesReport(
         broker=stats.broker, queues=[QueueDepth(**q) for q in stats.queues],
-        workers=[WorkerInfo(**w) for w in stats.workers], jobs_by_status=counts,
+        workers=workers, jobs_by_status=counts,
         cached_at=datetime.fromtimestamp(stats.taken_at, UTC))
