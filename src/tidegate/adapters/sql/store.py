@@ -175,7 +175,8 @@ class SqlJobStore(SqlAccounts):
         event = {"job_id": job.id, "kind": "submitted", "attempt": 0, "at": job.created_at,
                  "detail": {"priority": job.priority.value}}
         try:
-            row = self._insert_pg(values, event) if self._pg else self._insert(values, event)
+            row = (self._insert_job_pg(values, event) if self._pg
+                   else self._insert_job(values, event))
         except sa.exc.IntegrityError:
             if job.idempotency_key is None:
                 raise
@@ -187,13 +188,13 @@ class SqlJobStore(SqlAccounts):
         # there is no second read.
         return _read_job(row), True
 
-    def _insert(self, values: dict[str, Any], event: dict[str, Any]) -> Any:
+    def _insert_job(self, values: dict[str, Any], event: dict[str, Any]) -> Any:
         with self.engine.begin() as conn:
             row = conn.execute(jobs.insert().values(**values).returning(*self._read)).one()
             conn.execute(job_events.insert().values(**event))
         return row
 
-    def _insert_pg(self, values: dict[str, Any], event: dict[str, Any]) -> Any:
+    def _insert_job_pg(self, values: dict[str, Any], event: dict[str, Any]) -> Any:
         """The row and its `submitted` event in one statement (data-modifying CTEs), sent in
         autocommit: one round trip where BEGIN, two INSERTs and COMMIT took four. A single
         statement is atomic, so the event still exists exactly when the row does."""
