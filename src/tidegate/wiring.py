@@ -10,6 +10,7 @@ from celery import Celery
 
 from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
+from .adapters.event_bus import EventPublisher
 from .adapters.sql import SqlJobStore, make_engine
 from .config import Settings
 from .core.errors import ConfigurationError
@@ -32,7 +33,17 @@ class Container:
 
     @cached_property
     def store(self) -> SqlJobStore:
-        return SqlJobStore(self.engine)
+        return SqlJobStore(self.engine, on_events=self.event_publisher)
+
+    @cached_property
+    def event_publisher(self) -> EventPublisher | None:
+        """Wakes the API's event streams after each commit; None without a shared Redis
+        (the streams then find events by polling)."""
+        try:
+            url = self.settings.state_redis()
+        except ConfigurationError:
+            return None
+        return EventPublisher(url)
 
     @cached_property
     def celery(self) -> Celery:
@@ -62,6 +73,8 @@ class Container:
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+        if self.__dict__.get("event_publisher") is not None:
+            self.event_publisher.close()
 
 
 def build_container(settings: Settings, *, db_pool_size: int = 5) -> Container:

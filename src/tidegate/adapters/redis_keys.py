@@ -29,3 +29,6 @@ def join_key(prefix: str, *parts: str) -> str:
 def conversation_key(tenant: str, conversation_id: str) -> str:
     return join_key(CONVERSATION, tenant, conversation_id)
 WORKERS_ALIVE = "tg:workers:alive"  # zset: lease owner (hostname/pid) -> last stamp, server ms
+# pub/sub channel: a job id each time events of that job were committed (a wake-up only;
+# readers take the events themselves from the table).
+EVENTS_CHANNEL = "tg:events"

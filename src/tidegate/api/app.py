@@ -13,12 +13,16 @@ from prometheus_client import CollectorRegistry
 from .. import __version__
 from ..adapters.limiter import RedisLimiter
 from ..adapters.queues import QueueInspector
+from ..adapters.redis_keys import EVENTS_CHANNEL
+from ..adapters.sql.events import EventLog
 from ..config import Settings, load_settings
+from ..core.errors import ConfigurationError
 from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
-from .routes import aliases, jobs, limits, system
+from .event_hub import EventHub, StreamsCollector
+from .routes import aliases, events, jobs, limits, system
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,22 @@ class ApiContainer(Container):
         registry.register(SystemCollector(counts=self.store.count_by_status,
                                           queues=self.queue_inspector.stats,
                                           lanes=lambda: lane_report(self.limiter)))
+        registry.register(StreamsCollector(lambda: self.__dict__.get("event_hub")))
         return registry
+
+    @cached_property
+    def event_log(self) -> EventLog:
+        return EventLog(self.engine)
+
+    @cached_property
+    def event_hub(self) -> EventHub:
+        """The one reader of the event table for every stream this process serves."""
+        try:
+            redis_url: str | None = self.settings.state_redis()
+        except ConfigurationError:
+            redis_url = None
+        return EventHub(self.event_log, redis_url=redis_url, channel=EVENTS_CHANNEL,
+                        poll_s=self.settings.events_poll_s)
 
     @cached_property
     def limiter(self) -> RedisLimiter:
@@ -58,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if "event_hub" in container.__dict__:
+            await container.event_hub.stop()
         container.close()
 
     app = FastAPI(
@@ -68,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.container = container
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(system.router)
     app.include_router(limits.router)
     app.include_router(aliases.router)

@@ -1,18 +1,12 @@
-"""/v1/jobs: submit, read, list, cancel, replay, stream."""
+"""/v1/jobs: submit, read, list, cancel, replay (the event stream: routes/events.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 
-from ...core.errors import NotFound, Unavailable
-from ..deps import ContainerDep, ServiceDep, TenantDep
+from ..deps import ServiceDep, TenantDep
 from ..schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -88,41 +82,3 @@ def job_history(job_id: str, service: ServiceDep, tenant: TenantDep) -> list[Job
     service.get(job_id, tenant=tenant)
     return [JobEventPublic(id=e.id or 0, kind=e.kind, attempt=e.attempt, at=e.at,
                            detail=e.detail) for e in service.store.events(job_id)]
-
-
-@router.get("/{job_id}/events", responses=_ERRORS,
-            response_class=StreamingResponse)
-async def stream_job(job_id: str, container: ContainerDep, tenant: TenantDep) -> StreamingResponse:
-    """Server-sent events: a `job` event with the full job each time it changes, until it ends."""
-    service = container.service
-    job = await run_in_threadpool(service.get, job_id, tenant=tenant)
-
-    async def events() -> AsyncIterator[str]:
-        last = ""
-        current = job
-        idle = 0.0
-        while True:
-            payload = JobPublic.of(current).model_dump_json()
-            if payload != last:
-                last = payload
-                yield f"event: job\ndata: {payload}\n\n"
-                idle = 0.0
-            if current.status.terminal:
-                yield "event: end\ndata: {}\n\n"
-                return
-            await asyncio.sleep(0.5)
-            idle += 0.5
-            if idle >= 15:  # keep proxies from closing an idle stream
-                yield ": keep-alive\n\n"
-                idle = 0.0
-            try:
-                current = await run_in_threadpool(service.get, job_id, tenant=tenant)
-            except NotFound:
-                yield f"event: error\ndata: {json.dumps({'code': 'not_found'})}\n\n"
-                return
-            except Unavailable:  # the database blinked: say so, the client reconnects
-                yield f"event: error\ndata: {json.dumps({'code': 'unavailable'})}\n\n"
-                return
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

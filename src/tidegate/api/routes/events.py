@@ -1,0 +1,199 @@
+"""Server-sent event streams: one job's (`/v1/jobs/{id}/events`) and a tenant's (`/v1/events`).
+
+Each persisted event is one SSE message, `id: <event id>`, `event: <kind>`, `data: <JSON>`.
+Reconnecting with `Last-Event-ID` resumes strictly after that id. Live events are pushed by
+the process's EventHub (api/event_hub.py); the table is read only for a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from ...adapters.sql.events import TERMINAL_KINDS, Event
+from ...core.errors import InvalidRequest, Unavailable
+from ...core.keys import authenticate
+from ...core.statuses import Status
+from ..deps import ContainerDep, TenantDep
+from ..event_hub import EventHub, Subscription
+from ..schemas import AUTH_ERRORS, error_responses
+
+router = APIRouter(tags=["events"], responses=AUTH_ERRORS)
+
+PAGE = 500
+PING_S = 15
+
+_STREAM = {"content": {"text/event-stream": {}},
+           "description": "`id:`, `event: <kind>`, `data: <event JSON>` per event"}
+
+Backlog = Callable[[int, int | None], list[Event]]
+
+
+def _after(last_event_id: str | None) -> int | None:
+    if last_event_id is None or not last_event_id.strip():
+        return None
+    try:
+        value = int(last_event_id.strip())
+    except ValueError:
+        raise InvalidRequest("Last-Event-ID: not an event id (a whole number)") from None
+    if value < 0:
+        raise InvalidRequest("Last-Event-ID: not an event id (a whole number)")
+    return value
+
+
+def _sse(event: Event) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(event, separators=(",", ":")), event=event["kind"],
+                           id=str(event["id"]))
+
+
+def _error(code: str, message: str) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps({"code": code, "message": message}), event="error")
+
+
+async def _hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.container.event_hub
+    await hub.start()
+    return hub
+
+
+def _key_check(request: Request, container: ContainerDep, tenant: str
+               ) -> Callable[[], Awaitable[bool]]:
+    """Whether the stream's API key still belongs to its tenant (not revoked since)."""
+    header = request.headers.get("authorization", "")
+    key = header.partition(" ")[2].strip()
+
+    async def still_valid() -> bool:
+        if container.settings.auth == "off":
+            return True
+        try:
+            owner = await run_in_threadpool(authenticate, container.store, key,
+                                            container.settings.secret_key)
+        except Unavailable:
+            return True  # the database blinked: keep serving, check again next time
+        return owner == tenant
+
+    return still_valid
+
+
+async def _stream(hub: EventHub, sub: Subscription, *, after: int | None, backlog: Backlog,
+                  retry_ms: int, recheck_s: float, key_valid: Callable[[], Awaitable[bool]],
+                  ends_with_terminal: bool, complete: bool) -> AsyncIterator[ServerSentEvent]:
+    """``complete``: the job had already ended when the stream opened; send what is left of
+    its history, without waiting for live events."""
+    try:
+        yield ServerSentEvent(comment="tidegate events", retry=retry_ms)
+        last = sub.head if after is None else after
+        next_check = time.monotonic() + recheck_s
+        while True:
+            upto = None if complete else sub.head
+            while True:  # the backlog, from the table
+                page = await asyncio.to_thread(backlog, last, upto)
+                for event in page:
+                    yield _sse(event)
+                    last = event["id"]
+                    if ends_with_terminal and event["kind"] in TERMINAL_KINDS:
+                        return
+                if len(page) < PAGE:
+                    break
+            if complete:
+                return
+            while True:  # live, from the hub
+                if time.monotonic() >= next_check:
+                    if not await key_valid():
+                        yield _error("unauthorized", "the API key was revoked")
+                        return
+                    next_check = time.monotonic() + recheck_s
+                if sub.queue.empty():
+                    if sub.overflowed:
+                        break  # too slow for the queue: read the gap from the table
+                    sub.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(sub.wake.wait(),
+                                               timeout=max(0.01, next_check - time.monotonic()))
+                    continue
+                event = sub.queue.get_nowait()
+                if event["id"] <= last:
+                    continue
+                yield _sse(event)
+                last = event["id"]
+                if ends_with_terminal and event["kind"] in TERMINAL_KINDS:
+                    return
+            hub.resubscribe(sub)
+    finally:
+        hub.unsubscribe(sub)
+
+
+def _response(request: Request, content: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    return EventSourceResponse(content, ping=PING_S,
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse,
+            responses={200: _STREAM, **error_responses(**{
+                "404": "no such job for this tenant",
+                "422": "Last-Event-ID is not an event id"})})
+async def job_events(job_id: str, request: Request, container: ContainerDep, tenant: TenantDep,
+                     last_event_id: Annotated[str | None, Header(
+                         description="resume strictly after this event id")] = None,
+                     ) -> EventSourceResponse:
+    """Every event of the job, from its start (or after `Last-Event-ID`), then live ones;
+    the stream ends after the terminal event (`succeeded`, `failed` or `cancelled`)."""
+    after = _after(last_event_id)
+    hub = await _hub(request)
+    sub = hub.subscribe(lambda e: e["job_id"] == job_id)
+    try:
+        # Read after subscribing: if it has not ended now, its end comes through the hub.
+        job = await run_in_threadpool(container.service.get, job_id, tenant=tenant)
+    except BaseException:
+        hub.unsubscribe(sub)
+        raise
+    log = container.event_log
+    settings = container.settings
+    return _response(request, _stream(
+        hub, sub, after=after or 0,
+        backlog=lambda a, u: log.for_job(job_id, after_id=a, upto_id=u, limit=PAGE),
+        retry_ms=settings.stream_retry_ms, recheck_s=settings.stream_recheck_s,
+        key_valid=_key_check(request, container, tenant), ends_with_terminal=True,
+        complete=job.status.terminal))
+
+
+@router.get("/v1/events", response_class=EventSourceResponse,
+            responses={200: _STREAM, **error_responses(**{
+                "422": "invalid status, or Last-Event-ID is not an event id"})})
+async def tenant_events(request: Request, container: ContainerDep, tenant: TenantDep,
+                        type: Annotated[str | None, Query(description="only this job type")]
+                        = None,
+                        status: Annotated[str | None, Query(
+                            description="only events that leave a job in this status")] = None,
+                        last_event_id: Annotated[str | None, Header(
+                            description="resume strictly after this event id")] = None,
+                        ) -> EventSourceResponse:
+    """All events of the caller's jobs, live (or after `Last-Event-ID`, then live). Never
+    ends by itself."""
+    after = _after(last_event_id)
+    if status is not None and status not in {s.value for s in Status}:
+        raise InvalidRequest(f"status: one of {', '.join(s.value for s in Status)}")
+
+    def match(e: Event) -> bool:
+        return (e["tenant"] == tenant and (type is None or e["type"] == type)
+                and (status is None or e["status"] == status))
+
+    hub = await _hub(request)
+    sub = hub.subscribe(match)
+    log = container.event_log
+    settings = container.settings
+    return _response(request, _stream(
+        hub, sub, after=after,
+        backlog=lambda a, u: log.for_tenant(tenant, after_id=a, upto_id=u, type=type,
+                                            status=status, limit=PAGE),
+        retry_ms=settings.stream_retry_ms, recheck_s=settings.stream_recheck_s,
+        key_valid=_key_check(request, container, tenant), ends_with_terminal=False,
+        complete=False))
