@@ -12,6 +12,8 @@ from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
 from .adapters.event_bus import EventPublisher
 from .adapters.sql import SqlJobStore, make_engine
+from .adapters.sql.webhooks import WebhookStore
+from .adapters.webhook_secrets import SecretBox
 from .config import Settings
 from .core.errors import ConfigurationError
 from .core.registry import Registry
@@ -33,7 +35,16 @@ class Container:
 
     @cached_property
     def store(self) -> SqlJobStore:
-        return SqlJobStore(self.engine, on_events=self.event_publisher)
+        return SqlJobStore(self.engine, on_events=self.event_publisher,
+                           seal=self.secret_box.seal)
+
+    @cached_property
+    def secret_box(self) -> SecretBox:
+        return SecretBox(self.settings.secret_key)
+
+    @cached_property
+    def webhook_store(self) -> WebhookStore:
+        return WebhookStore(self.engine, self.secret_box)
 
     @cached_property
     def event_publisher(self) -> EventPublisher | None:

@@ -21,8 +21,9 @@ from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
-from .event_hub import EventHub, StreamsCollector
-from .routes import aliases, events, jobs, limits, system
+from .event_hub import EventHub
+from .event_metrics import DeliveriesCollector, StreamsCollector
+from .routes import aliases, events, jobs, limits, system, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class ApiContainer(Container):
                                           queues=self.queue_inspector.stats,
                                           lanes=lambda: lane_report(self.limiter)))
         registry.register(StreamsCollector(lambda: self.__dict__.get("event_hub")))
+        registry.register(DeliveriesCollector(self.webhook_store.counts))
         return registry
 
     @cached_property
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(system.router)
     app.include_router(limits.router)
     app.include_router(aliases.router)

@@ -23,9 +23,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from prometheus_client.core import GaugeMetricFamily
 
 from ..adapters.sql.events import Event, EventLog
 
@@ -174,17 +171,3 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.overflowed = True
             sub.wake.set()
-
-
-class StreamsCollector:
-    """``tidegate_event_streams_open``: event streams this API process serves now."""
-
-    def __init__(self, hub: Callable[[], Any]) -> None:
-        self._hub = hub
-
-    def collect(self) -> Any:
-        hub = self._hub()
-        gauge = GaugeMetricFamily("tidegate_event_streams_open",
-                                  "Server-sent event streams open on this API process")
-        gauge.add_metric([], hub.open_streams if hub is not None else 0)
-        yield gauge

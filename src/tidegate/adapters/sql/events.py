@@ -10,13 +10,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ...core.events import TERMINAL_KINDS
 from ...core.models import utcnow
 from .store import _guard, _raw_json, _read_detail
 from .tables import job_events
 
 Event = dict[str, Any]
 
-TERMINAL_KINDS = frozenset({"succeeded", "failed", "cancelled"})
+__all__ = ["TERMINAL_KINDS", "Event", "EventLog", "wire"]
 
 
 class EventLog:

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from ...core.decision import CANCELLED, EXPIRED, QuotaWait
-from ...core.errors import Unavailable
+from ...core.errors import ConfigurationError, Unavailable
 from ...core.jsonsafe import find_problem, readable, unreadable
 from ...core.models import ApiKey, EventNote, Job, JobEvent, Page, Usage, utcnow
 from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
@@ -170,8 +170,10 @@ class SqlJobStore:
     delays delivery, since readers also poll the table."""
 
     def __init__(self, engine: sa.Engine, *,
-                 on_events: Callable[[builtins.list[str]], None] | None = None) -> None:
+                 on_events: Callable[[builtins.list[str]], None] | None = None,
+                 seal: Callable[[str], str] | None = None) -> None:
         self.engine = engine
+        self.seal = seal  # encrypts webhook secrets (adapters/webhook_secrets.py)
         self._read = _read_columns(engine.dialect.name)
         self._pg = engine.dialect.name == "postgresql"
         self.on_events = on_events
@@ -213,6 +215,8 @@ class SqlJobStore:
         try:
             with self._begin() as conn:
                 conn.execute(jobs.insert().values(**values))
+                if job.webhook:
+                    self._add_job_webhook(conn, job)
                 self._note(conn, job.id, 0, EventNote("submitted",
                                                       {"priority": job.priority.value}),
                            job.created_at)
@@ -224,6 +228,17 @@ class SqlJobStore:
                 raise
             return existing, False
         return self.get(job.id) or job, True
+
+    def _add_job_webhook(self, conn: sa.Connection, job: Job) -> None:
+        from .webhooks import kinds_column
+
+        hook = job.webhook or {}
+        if self.seal is None:
+            raise ConfigurationError("this job store cannot keep webhook secrets")
+        conn.execute(webhook_endpoints.insert().values(
+            id=hook["id"], tenant=job.tenant, job_id=job.id, url=hook["url"],
+            kinds=kinds_column(hook.get("events")),
+            secret=self.seal(hook["secret"]), created_at=job.created_at))
 
     def _by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         with self.engine.connect() as conn:

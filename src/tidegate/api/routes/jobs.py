@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 
-from ..deps import ServiceDep, TenantDep
+from ...core.events import DEFAULT_WEBHOOK_KINDS
+from ...webhooks import new_secret
+from ..deps import ContainerDep, ServiceDep, TenantDep
 from ..schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -15,8 +17,10 @@ from ..schemas import (
     JobEventPublic,
     JobList,
     JobPublic,
+    WebhookCreated,
     error_responses,
 )
+from . import webhooks
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
@@ -27,18 +31,28 @@ _ERRORS = error_responses(**{"404": "no such job for this tenant",
 
 @router.post("", status_code=202, response_model=JobAccepted,
              responses={**_ERRORS, **BODY_ERRORS})
-def submit_job(body: JobCreate, service: ServiceDep, tenant: TenantDep,
+def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
+               tenant: TenantDep,
                idempotency_key: Annotated[str | None, Header()] = None) -> JobAccepted:
     """Submit a job. 202 means the job row is committed: it will run, or end with an error.
 
-    The same `Idempotency-Key` from the same tenant returns the job created first.
+    The same `Idempotency-Key` from the same tenant returns the job created first. With a
+    `webhook`, the answer holds its signing secret (only the first time).
     """
-    job, _created = service.submit(tenant=tenant, type=body.type, input=body.input,
-                                   priority=body.priority, metadata=body.metadata,
-                                   idempotency_key=idempotency_key,
-                                   deadline_s=body.deadline_s, expires_at=body.expires_at)
+    hook = webhooks.checked(body.webhook, container) if body.webhook else None
+    secret = new_secret() if hook else None
+    job, created = service.submit(tenant=tenant, type=body.type, input=body.input,
+                                  priority=body.priority, metadata=body.metadata,
+                                  idempotency_key=idempotency_key,
+                                  deadline_s=body.deadline_s, expires_at=body.expires_at,
+                                  webhook=hook, webhook_secret=secret)
+    shown = None
+    if hook:
+        shown = WebhookCreated(id=job.id, url=hook["url"], job_id=job.id,
+                               events=hook["events"] or list(DEFAULT_WEBHOOK_KINDS),
+                               created_at=job.created_at, secret=secret if created else None)
     return JobAccepted(job_id=job.id, status=job.status.value, type=job.type,
-                       priority=job.priority.value, created_at=job.created_at)
+                       priority=job.priority.value, created_at=job.created_at, webhook=shown)
 
 
 @router.get("", response_model=JobList,
