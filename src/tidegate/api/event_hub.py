@@ -35,6 +35,7 @@ QUEUE_MAX = 1000
 class Subscription:
     match: Callable[[Event], bool]
     head: int  # every matching event after this id comes through the queue
+    index: str  # "job:<id>" or "tenant:<name>": the hub looks at these subscriptions only
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     overflowed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -50,7 +51,8 @@ class EventHub:
         self.gap_grace_s = gap_grace_s
         self.batch = batch
         self.head = 0
-        self._subs: set[Subscription] = set()
+        self._subs: dict[str, set[Subscription]] = {}
+        self._count = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._gap_since: dict[int, float] = {}
@@ -77,13 +79,23 @@ class EventHub:
         self.started = False
 
     # -- subscriptions ----------------------------------------------------------------------
-    def subscribe(self, match: Callable[[Event], bool]) -> Subscription:
-        sub = Subscription(match, self.head)
-        self._subs.add(sub)
+    def subscribe(self, match: Callable[[Event], bool], *, job_id: str | None = None,
+                  tenant: str | None = None) -> Subscription:
+        """Events of ``job_id`` (or of ``tenant``) for which ``match`` holds."""
+        index = f"job:{job_id}" if job_id is not None else f"tenant:{tenant}"
+        sub = Subscription(match, self.head, index)
+        self._subs.setdefault(index, set()).add(sub)
+        self._count += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        subs = self._subs.get(sub.index)
+        if subs is None or sub not in subs:
+            return
+        subs.discard(sub)
+        self._count -= 1
+        if not subs:
+            del self._subs[sub.index]
 
     def resubscribe(self, sub: Subscription) -> None:
         """After an overflow: the stream reads the table up to ``sub.head`` again."""
@@ -93,7 +105,7 @@ class EventHub:
 
     @property
     def open_streams(self) -> int:
-        return len(self._subs)
+        return self._count
 
     def poke(self) -> None:
         self._wake.set()
@@ -163,7 +175,8 @@ class EventHub:
         return time.monotonic() - first >= self.gap_grace_s
 
     def _dispatch(self, event: Event) -> None:
-        for sub in self._subs:
+        for sub in [*self._subs.get(f"job:{event['job_id']}", ()),
+                    *self._subs.get(f"tenant:{event['tenant']}", ())]:
             if sub.overflowed or event["id"] <= sub.head or not sub.match(event):
                 continue
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -64,20 +65,32 @@ async def _hub(request: Request) -> EventHub:
     return hub
 
 
+# Streams that share an API key share its re-check: key -> (owner or None, checked at).
+_checked: dict[str, tuple[str | None, float]] = {}
+
+
 def _key_check(request: Request, container: ContainerDep, tenant: str
                ) -> Callable[[], Awaitable[bool]]:
-    """Whether the stream's API key still belongs to its tenant (not revoked since)."""
+    """Whether the stream's API key still belongs to its tenant (not revoked since). A
+    thousand streams on one key cost one lookup per interval, not a thousand."""
     header = request.headers.get("authorization", "")
     key = header.partition(" ")[2].strip()
+    slot = hashlib.sha256(key.encode()).hexdigest()  # no plain key kept in the cache
+    fresh_s = container.settings.stream_recheck_s / 2
 
     async def still_valid() -> bool:
         if container.settings.auth == "off":
             return True
-        try:
-            owner = await run_in_threadpool(authenticate, container.store, key,
-                                            container.settings.secret_key)
-        except Unavailable:
-            return True  # the database blinked: keep serving, check again next time
+        owner, at = _checked.get(slot, (None, float("-inf")))
+        if time.monotonic() - at > fresh_s:
+            try:
+                owner = await run_in_threadpool(authenticate, container.store, key,
+                                                container.settings.secret_key)
+            except Unavailable:
+                return True  # the database blinked: keep serving, check again next time
+            if len(_checked) > 10_000:
+                _checked.clear()
+            _checked[slot] = (owner, time.monotonic())
         return owner == tenant
 
     return still_valid
@@ -148,7 +161,7 @@ async def job_events(job_id: str, request: Request, container: ContainerDep, ten
     the stream ends after the terminal event (`succeeded`, `failed` or `cancelled`)."""
     after = _after(last_event_id)
     hub = await _hub(request)
-    sub = hub.subscribe(lambda e: e["job_id"] == job_id)
+    sub = hub.subscribe(lambda e: e["job_id"] == job_id, job_id=job_id)
     try:
         # Read after subscribing: if it has not ended now, its end comes through the hub.
         job = await run_in_threadpool(container.service.get, job_id, tenant=tenant)
@@ -187,7 +200,7 @@ async def tenant_events(request: Request, container: ContainerDep, tenant: Tenan
                 and (status is None or e["status"] == status))
 
     hub = await _hub(request)
-    sub = hub.subscribe(match)
+    sub = hub.subscribe(match, tenant=tenant)
     log = container.event_log
     settings = container.settings
     return _response(request, _stream(
