@@ -63,8 +63,11 @@ class EventHub:
         """Start reading at the newest event (lazily, on the first stream)."""
         if self.started:
             return
+        head = await asyncio.to_thread(self.log.last_id)  # Unavailable: 503, try again later
+        if self.started:  # another stream started it meanwhile
+            return
         self.started = True
-        self.head = await asyncio.to_thread(self.log.last_id)
+        self.head = head
         self._tasks.append(asyncio.create_task(self._read_loop(), name="event-hub-reader"))
         if self.redis_url:
             self._tasks.append(asyncio.create_task(self._listen(), name="event-hub-wakeups"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -10,11 +10,14 @@ from rich.table import Table
 
 from .common import console
 
+if TYPE_CHECKING:
+    from .client import Api
+
 webhooks_app = typer.Typer(help="Webhook endpoints that receive your jobs' events, signed.",
                            no_args_is_help=True)
 
 
-def _api():  # type: ignore[no-untyped-def]
+def _api() -> Api:
     from .client import Api
 
     return Api()
