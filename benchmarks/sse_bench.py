@@ -2,16 +2,17 @@
 
 Starts a private redis-server, a fresh SQLite job store and one API process (`tidegate api`),
 opens ``--streams`` per-job SSE streams (spread over ``--jobs`` running jobs), and plays the
-worker: every job reports progress ``--rate`` times a second through the real job store, each
-report stamped with its wall-clock time. Measured:
+worker (``--writers`` threads): every job reports progress ``--rate`` times a second through
+the real job store, and the time each write returned is noted. Measured:
 
 * the API process's CPU (utime + stime from /proc) over ``--seconds``, with the streams open
   and events flowing, against the same with the streams open and no events, and per event;
-* the delay from just before a report's commit to its arrival on a client stream, p50/p99
+* the delay from a report's commit to its arrival on a client stream, p50/p99
   over every (event, stream) pair. The clients run in ``--clients`` processes of their own,
   so that their parsing does not delay the worker's writes or the readings.
 
     .venv/bin/python -m benchmarks.sse_bench --streams 1000 --jobs 50 --rate 2 --seconds 20
+    .venv/bin/python -m benchmarks.sse_bench --postgresql --rate 4   # more events a second
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 from tests.fault.harness import ProcSet, RedisServer, wait_for
+from tests.services import fresh_pg_database
 
 from tidegate.adapters.event_bus import EventPublisher
 from tidegate.adapters.sql import SqlJobStore, make_engine
@@ -52,41 +54,54 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+_commits = threading.local()
+
+
+class StampedPublisher(EventPublisher):
+    """The store calls this right after each commit: note the time, then publish."""
+
+    def __call__(self, job_ids: list[str]) -> None:
+        _commits.at = time.time()
+        super().__call__(job_ids)
+
+
 def produce(store: SqlJobStore, jobs: list[str], rate: float, seconds: float,
-            stop: threading.Event) -> int:
-    """Progress reports on every job, ``rate`` a second each, spread evenly; returns count."""
+            committed: dict[str, float], name: str) -> int:
+    """Progress reports on every job, ``rate`` a second each, spread evenly; each report's
+    commit time goes to ``committed`` under its message. Returns the count."""
     interval = 1.0 / (rate * len(jobs))
     sent = 0
     deadline = time.monotonic() + seconds
     next_at = time.monotonic()
-    while time.monotonic() < deadline and not stop.is_set():
+    while time.monotonic() < deadline:
         job_id = jobs[sent % len(jobs)]
-        stamp = time.time()
-        store.update_progress(job_id, attempt=1, progress=sent % 100, message=f"{stamp:.6f}",
+        message = f"{name}-{sent}"
+        store.update_progress(job_id, attempt=1, progress=sent % 100, message=message,
                               note=EventNote("progress", {"percent": sent % 100,
-                                                          "message": f"{stamp:.6f}"}))
+                                                          "message": message}))
+        committed[message] = _commits.at  # noted by the store's after-commit hook
         sent += 1
         next_at += interval
         time.sleep(max(0.0, next_at - time.monotonic()))
     return sent
 
 
-async def follow(client: httpx.AsyncClient, job_id: str, delays: list[float],
-                 opened: list[int]) -> None:
+async def follow(client: httpx.AsyncClient, job_id: str,
+                 delays: list[tuple[str, float]], opened: list[int]) -> None:
     async with aconnect_sse(client, "GET", f"/v1/jobs/{job_id}/events") as source:
         assert source.response.status_code == 200, source.response.status_code
         opened.append(1)
         async for sse in source.aiter_sse():
             if sse.event != "progress":
                 continue
-            sent = float(json.loads(sse.data)["detail"]["message"])
-            delays.append(time.time() - sent)
+            delays.append((json.loads(sse.data)["detail"]["message"], time.time()))
 
 
-async def _clients(url: str, key: str, jobs: list[str], opened_q: Any, stop: Any) -> list[float]:
+async def _clients(url: str, key: str, jobs: list[str], opened_q: Any,
+                   stop: Any) -> list[tuple[str, float]]:
     limits = httpx.Limits(max_connections=len(jobs) + 10,
                           max_keepalive_connections=len(jobs) + 10)
-    delays: list[float] = []
+    delays: list[tuple[str, float]] = []
     opened: list[int] = []
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
                                  timeout=httpx.Timeout(120, connect=60), limits=limits) as client:
@@ -139,12 +154,22 @@ def run(args: argparse.Namespace, url: str, key: str, jobs: list[str], store: Sq
     idle_cpu = (cpu_s(api_pid) - c0) / (time.monotonic() - t0)
     # Events flowing.
     c0, t0 = cpu_s(api_pid), time.monotonic()
-    sent = produce(store, jobs, args.rate, args.seconds, threading.Event())
+    counts: list[int] = []
+    committed: dict[str, float] = {}
+    writers = [threading.Thread(target=lambda part=part, n=n: counts.append(produce(
+        store, part, args.rate, args.seconds, committed, f"w{n}")))
+        for n, part in enumerate(jobs[i::args.writers] for i in range(args.writers))]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    sent = sum(counts)
     time.sleep(1.0)  # the last ones arrive
     busy_wall = time.monotonic() - t0
     busy_cpu = (cpu_s(api_pid) - c0) / busy_wall
     stop.set()
-    delays = [d for _ in procs for d in out.get(timeout=60)]
+    delays = [received - committed[message] for _ in procs
+              for message, received in out.get(timeout=60)]
     for proc in procs:
         proc.join(timeout=10)
     expected = sent * (args.streams // len(jobs))
@@ -155,7 +180,7 @@ def run(args: argparse.Namespace, url: str, key: str, jobs: list[str], store: Sq
 
     print(f"events written: {sent} ({sent / args.seconds:.0f}/s); deliveries to streams: "
           f"{len(delays)} of {expected} expected")
-    print(f"event delay (before commit -> client): p50 {pct(0.50):.0f} ms, p99 "
+    print(f"event delay (commit -> client): p50 {pct(0.50):.0f} ms, p99 "
           f"{pct(0.99):.0f} ms, max {ordered[-1] * 1000:.0f} ms, "
           f"mean {statistics.fmean(ordered) * 1000:.0f} ms")
     print(f"API CPU: {idle_cpu * 100:.1f}% of one core with {args.streams} idle streams, "
@@ -174,17 +199,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument("--writers", type=int, default=2, help="threads playing workers")
+    parser.add_argument("--postgresql", action="store_true", help="a fresh database on the "
+                        "PostgreSQL at 127.0.0.1:5432 (created and dropped) instead of SQLite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sse-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sse-bench-") as tmp, contextlib.ExitStack() as dbs:
         root = Path(tmp)
         procs = ProcSet(root)
         try:
             redis_server = RedisServer(procs, root, persist=False).start()
-            db = f"sqlite:///{root / 'tidegate.db'}"
+            db = (dbs.enter_context(fresh_pg_database()) if args.postgresql
+                  else f"sqlite:///{root / 'tidegate.db'}")
             engine = make_engine(db)
             upgrade(engine)
             redis_url = redis_server.url + "/1"  # the state database of the dev environment
-            store = SqlJobStore(engine, on_events=EventPublisher(redis_url))
+            store = SqlJobStore(engine, on_events=StampedPublisher(redis_url))
             key, _ = create_key(store, tenant="bench", secret="bench-secret")
             jobs = []
             for _ in range(args.jobs):
@@ -206,6 +235,7 @@ def main() -> None:
             print(f"API pid {api_pid}; {args.jobs} running jobs, {args.streams} streams, "
                   f"{args.rate:g} reports/s per job")
             run(args, url, key, jobs, store, api_pid)
+            engine.dispose()
         finally:
             procs.close()
 

@@ -79,6 +79,7 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._wake = asyncio.Event()  # the next start may run on another event loop
         self.started = False
 
     # -- subscriptions ----------------------------------------------------------------------

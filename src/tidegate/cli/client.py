@@ -92,8 +92,11 @@ def submit(job_type: Annotated[str, typer.Argument(help="e.g. echo, startup_repo
            wait: Annotated[bool, typer.Option("--wait", "-w", help="show progress until done")]
            = False,
            timeout: Annotated[float | None, typer.Option(help="give up waiting after seconds")]
+           = None,
+           webhook: Annotated[str | None, typer.Option(
+               help="POST the job's end to this URL, signed (its secret is printed)")]
            = None) -> None:
-    """Submit a job; with --wait, show a progress bar and then the result."""
+    """Submit a job; with --wait, follow its events with a progress bar, then the result."""
     try:
         payload = json.loads(input)
     except json.JSONDecodeError as exc:
@@ -101,9 +104,13 @@ def submit(job_type: Annotated[str, typer.Argument(help="e.g. echo, startup_repo
     body: dict[str, Any] = {"type": job_type, "input": payload}
     if priority:
         body["priority"] = priority
+    if webhook:
+        body["webhook"] = {"url": webhook}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     api = Api()
     accepted = api.call("POST", "/v1/jobs", json=body, headers=headers)
+    if (accepted.get("webhook") or {}).get("secret"):
+        console.print(f"webhook signing secret (shown only now): {accepted['webhook']['secret']}")
     if not wait:
         console.print(f"submitted job [bold]{accepted['job_id']}[/] ({accepted['priority']})")
         print(accepted["job_id"])
