@@ -99,6 +99,23 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(default="text", description="`json`: one "
                                                 "JSON object per line, for log shippers")
 
+    events_poll_s: float = Field(default=1.0, gt=0, description="event streams read the "
+                                 "table this often even without a Redis wake-up")
+    stream_retry_ms: int = Field(default=2000, ge=100, description="the SSE `retry:` hint")
+    stream_recheck_s: float = Field(default=10.0, gt=0, description="an open event stream "
+                                    "checks its API key again this often")
+    webhook_allow_private: bool = Field(default=False, description="let webhooks reach "
+                                        "private, loopback and link-local addresses (local "
+                                        "development and tests; refused in prod)")
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="first retry delay "
+                                        "of a failed delivery; doubles each time")
+    webhook_retry_cap_s: float = Field(default=3600.0, gt=0)
+    webhook_give_up_s: float = Field(default=86400.0, gt=0, description="a delivery is "
+                                     "retried this long after its event, then marked failed")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=30)
+    webhook_poll_s: float = Field(default=1.0, gt=0, description="how often the scheduler "
+                                  "looks for deliveries that are due")
+
     simulator: Literal["auto", "off"] = "auto"
     simulator_url: str | None = None
     simulator_port: int = Field(default=8400, ge=0, le=65535)
@@ -116,6 +133,8 @@ class Settings(BaseSettings):
                 problems.append("TIDEGATE_SIMULATOR=off is required (no simulator in prod)")
             if self.auth == "off":
                 problems.append("TIDEGATE_AUTH=off is not allowed in prod")
+            if self.webhook_allow_private:
+                problems.append("TIDEGATE_WEBHOOK_ALLOW_PRIVATE is not allowed in prod")
             if problems:
                 raise ConfigurationError("refusing to start in prod: " + "; ".join(problems))
         return self

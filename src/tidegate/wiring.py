@@ -12,7 +12,10 @@ from celery import Celery
 
 from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
+from .adapters.event_bus import EventPublisher
 from .adapters.sql import SqlJobStore, make_engine
+from .adapters.sql.webhooks import WebhookStore
+from .adapters.webhook_secrets import SecretBox
 from .config import Settings
 from .core.dispatch_marks import DispatchMarks
 from .core.errors import ConfigurationError
@@ -39,7 +42,26 @@ class Container:
 
     @cached_property
     def store(self) -> SqlJobStore:
-        return SqlJobStore(self.engine)
+        return SqlJobStore(self.engine, on_events=self.event_publisher,
+                           seal=self.secret_box.seal)
+
+    @cached_property
+    def secret_box(self) -> SecretBox:
+        return SecretBox(self.settings.secret_key)
+
+    @cached_property
+    def webhook_store(self) -> WebhookStore:
+        return WebhookStore(self.engine, self.secret_box)
+
+    @cached_property
+    def event_publisher(self) -> EventPublisher | None:
+        """Wakes the API's event streams after each commit; None without a shared Redis
+        (the streams then find events by polling)."""
+        try:
+            url = self.settings.state_redis()
+        except ConfigurationError:
+            return None
+        return EventPublisher(url)
 
     @cached_property
     def celery(self) -> Celery:
@@ -109,6 +131,8 @@ class Container:
             self.engine.dispose()
         if self.__dict__.get("state_client") is not None:
             self.state_client.close()
+        if self.__dict__.get("event_publisher") is not None:
+            self.event_publisher.close()
 
 
 def build_container(settings: Settings, *, db_pool_size: int = 5) -> Container:

@@ -389,7 +389,8 @@ def test_fail_waiting_ends_only_a_waiting_job(store) -> None:
         assert got.status is Status.FAILED and got.finished_at is not None
         assert (got.error_code, got.error_message) == ("delivery_failed", "boom")
         last = store.events(job.id)[-1]
-        assert (last.kind, last.detail) == ("failed", {"code": "delivery_failed"})
+        assert (last.kind, last.detail) == ("failed", {"code": "delivery_failed",
+                                                       "message": "boom"})
     assert store.get(retrying.id).attempts == 1
     assert not store.fail_waiting(queued.id, code="delivery_failed", message="again")
     assert not store.fail_waiting(running.id, code="delivery_failed", message="boom")

@@ -91,10 +91,18 @@ def ask(ctx: JobContext[Nothing], **kw: object):
 
 
 def test_success_records_usage_cost_and_lane(setup) -> None:
-    gateway, limiter, openai, _, context, _ = setup
+    gateway, limiter, openai, _, context, store = setup
     ctx = context()
     resp, rec = ask(ctx)
     assert resp.text == "openai says hi" and rec.lane == "openai:m1"
+    call = [e for e in store.events(ctx.job_id) if e.kind == "llm_call"]
+    assert len(call) == 1 and call[0].attempt == 1
+    detail = dict(call[0].detail)
+    assert detail.pop("latency_ms") >= 0
+    assert detail == {"lane": "openai:m1", "model": "openai:m1", "step": "call",
+                      "input_tokens": 10, "output_tokens": 20, "cost_usd": rec.cost_usd,
+                      "fallback": False, "lanes_tried": ["openai:m1"],
+                      "simulated": rec.simulated}
     assert (ctx.usage.input_tokens, ctx.usage.output_tokens) == (10, 20)
     snap = limiter.snapshot("openai:m1")
     assert snap.requests_1m == 1 and snap.in_flight == 0
@@ -113,19 +121,25 @@ def test_429_pauses_the_lane_and_is_not_an_attempt(setup) -> None:
 
 
 def test_long_quota_wait_gives_the_slot_back(setup) -> None:
-    gateway, limiter, openai, anthropic, context, _ = setup
+    gateway, limiter, openai, anthropic, context, store = setup
     openai.script = [RateLimited("slow down", retry_after_s=1.5, provider="openai")]
+    ctx = context()
     with pytest.raises(RetryLater) as info:
-        ask(context(), model="openai:m1")  # an explicit model has no fallbacks
+        ask(ctx, model="openai:m1")  # an explicit model has no fallbacks
     assert not info.value.counts_as_attempt and info.value.delay_s > 0.5
     assert anthropic.calls == []
+    waits = [e.detail for e in store.events(ctx.job_id) if e.kind == "quota_wait"]
+    assert waits and waits[-1]["lane"] == "openai:m1" and waits[-1]["wait_s"] > 0.5
 
 
 def test_long_pause_falls_back_to_the_next_lane(setup) -> None:
-    gateway, limiter, openai, anthropic, context, _ = setup
+    gateway, limiter, openai, anthropic, context, store = setup
     limiter.on_rate_limited("openai:m1", 30)
-    resp, rec = ask(context())
+    ctx = context()
+    resp, rec = ask(ctx)
     assert rec.lane == "anthropic:m2" and rec.lanes_tried == ["openai:m1", "anthropic:m2"]
+    call = [e.detail for e in store.events(ctx.job_id) if e.kind == "llm_call"]
+    assert call[-1]["fallback"] is True and call[-1]["lane"] == "anthropic:m2"
     assert openai.calls == []
 
 

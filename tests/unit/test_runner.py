@@ -47,7 +47,8 @@ def test_success_writes_result_progress_and_history(env) -> None:
     assert runner.run(job.id).kind == "succeeded"
     got = store.get(job.id)
     assert got.status is Status.SUCCEEDED and got.result == {"n": 42} and got.attempts == 1
-    assert [e.kind for e in store.events(job.id)] == ["submitted", "claimed", "succeeded"]
+    assert [e.kind for e in store.events(job.id)] == ["submitted", "claimed", "progress",
+                                                      "succeeded"]
     assert runner.run(job.id).kind == "skipped"  # a duplicate delivery does nothing
     assert calls == ["ok"]
 

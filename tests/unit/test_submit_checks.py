@@ -43,8 +43,10 @@ def test_every_submit_parameter_is_in_the_fingerprint(service: JobService,
                         lambda request: fingerprinted.append(request) or real(request))
     params = {p for p in inspect.signature(JobService.submit).parameters
               if p not in _NOT_THE_REQUEST}
-    base = {"type": "ok", "input": {"n": 1}, "priority": "low", "metadata": {"m": 1}}
-    variants = {"type": "boom", "input": {"n": 2}, "priority": "high", "metadata": {"m": 2}}
+    base = {"type": "ok", "input": {"n": 1}, "priority": "low", "metadata": {"m": 1},
+            "webhook": {"url": "https://example.com/a"}}
+    variants = {"type": "boom", "input": {"n": 2}, "priority": "high", "metadata": {"m": 2},
+                "webhook": {"url": "https://example.com/b"}}
     first, _ = service.submit(tenant="t", idempotency_key="k", **base)
     assert set(fingerprinted[0]) == params
     again, created = service.submit(tenant="t", idempotency_key="k", **base)

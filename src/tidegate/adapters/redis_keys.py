@@ -32,3 +32,6 @@ WORKERS_ALIVE = "tg:workers:alive"  # zset: lease owner (hostname/pid) -> last s
 SUBMIT_RATE = "tg:rpm"  # zset per tenant: submission id -> ms (sliding minute)
 BUDGET = "tg:budget"  # hash per (tenant, period) of used totals, and one of reservations
 STREAMS = "tg:streams"  # zset per tenant: open stream id -> expiry ms
+# pub/sub channel: a job id each time events of that job were committed (a wake-up only;
+# readers take the events themselves from the table).
+EVENTS_CHANNEL = "tg:events"

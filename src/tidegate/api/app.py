@@ -14,14 +14,30 @@ from .. import __version__
 from ..adapters.keycache import KeyAuthority
 from ..adapters.limiter import RedisLimiter
 from ..adapters.queues import QueueInspector
+from ..adapters.redis_keys import EVENTS_CHANNEL
+from ..adapters.sql.events import EventLog
 from ..config import Settings, load_settings
 from ..core.dispatch_marks import DispatchMarks
+from ..core.errors import ConfigurationError
 from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
+from .event_hub import EventHub
+from .event_metrics import DeliveriesCollector, StreamsCollector
 from .request_metrics import RequestMetricsMiddleware
-from .routes import admin, aliases, dashboard, job_types, jobs, limits, system, usage
+from .routes import (
+    admin,
+    aliases,
+    dashboard,
+    events,
+    job_types,
+    jobs,
+    limits,
+    system,
+    usage,
+    webhooks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +60,28 @@ class ApiContainer(Container):
         registry.register(SystemCollector(counts=self.store.count_by_status,
                                           queues=self.queue_inspector.stats,
                                           lanes=lambda: lane_report(self.limiter)))
+        registry.register(StreamsCollector(lambda: self.__dict__.get("event_hub")))
+        registry.register(DeliveriesCollector(self.webhook_store.counts))
         return registry
 
     @cached_property
     def keys(self) -> KeyAuthority:
         """API keys, cached per process; a change anywhere is seen here within a second."""
         return KeyAuthority(self.store, self.settings.secret_key)
+
+    @cached_property
+    def event_log(self) -> EventLog:
+        return EventLog(self.engine)
+
+    @cached_property
+    def event_hub(self) -> EventHub:
+        """The one reader of the event table for every stream this process serves."""
+        try:
+            redis_url: str | None = self.settings.state_redis()
+        except ConfigurationError:
+            redis_url = None
+        return EventHub(self.event_log, redis_url=redis_url, channel=EVENTS_CHANNEL,
+                        poll_s=self.settings.events_poll_s)
 
     @cached_property
     def limiter(self) -> RedisLimiter:
@@ -70,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if "event_hub" in container.__dict__:
+            await container.event_hub.stop()
         container.close()
 
     app = FastAPI(
@@ -81,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(job_types.router)
+    app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(system.router)
     app.include_router(limits.router)
     app.include_router(aliases.router)

@@ -11,6 +11,40 @@ from ..core.models import Job
 from ..core.statuses import CELERY_STATES
 
 
+class WebhookSpec(BaseModel):
+    url: str = Field(max_length=2000, description="https:// (http:// too in dev); it must "
+                     "resolve to a public address")
+    events: list[str] | None = Field(default=None, max_length=20, description="event kinds "
+                                     "to send, or `[\"*\"]` for all; default: succeeded, "
+                                     "failed, cancelled")
+
+
+class WebhookCreated(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    job_id: str | None = None
+    created_at: datetime
+    secret: str | None = Field(default=None, description="`whsec_...`: shown only in the "
+                               "answer that created or rotated it; verify signatures with it")
+
+
+class DeliveryPublic(BaseModel):
+    delivery_id: str = Field(description="the `Tidegate-Delivery` header: the same on retries")
+    event_id: int
+    kind: str
+    endpoint_id: str
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    response_status: int | None
+    last_error: str | None
+    created_at: datetime
+
+
 class JobCreate(BaseModel):
     type: str = Field(min_length=1, max_length=100, description="a registered job type, e.g. `echo` or `startup_report`")
     input: dict[str, Any] = Field(default_factory=dict, description="validated by the job type")
@@ -21,6 +55,8 @@ class JobCreate(BaseModel):
                                      "them the job fails with `expired` instead of waiting")
     expires_at: datetime | None = Field(default=None, description="the same deadline as a "
                                         "time with a zone; give one of the two")
+    webhook: WebhookSpec | None = Field(default=None, description="signed callbacks for this "
+                                        "job's events (beside the tenant's default webhooks)")
 
 
 class LateUsagePublic(BaseModel):
@@ -105,6 +141,7 @@ class JobAccepted(BaseModel):
     type: str
     priority: str
     created_at: datetime
+    webhook: WebhookCreated | None = None
 
 
 class JobPublic(BaseModel):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.markdown import Markdown
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .common import console, fail, settings_or_exit
@@ -36,18 +34,25 @@ class Api:
         except httpx.TransportError as exc:
             fail(f"cannot reach Tidegate at {self.base} ({type(exc).__name__}); is "
                  "`tidegate up` running? Set TIDEGATE_URL to point elsewhere.")
+        self.check(resp)
+        return None if resp.status_code == 204 else resp.json()
+
+    def check(self, resp: httpx.Response) -> None:
+        """An error answer as a clear message (exit 1)."""
         if resp.status_code >= 400:
             try:
                 err = resp.json()["error"]
                 fail(f"{err['message']} ({resp.status_code} {err['code']})")
             except (ValueError, KeyError, TypeError):
                 fail(f"HTTP {resp.status_code}: {resp.text[:300]}")
-        return resp.json()
 
 
 def register(app: typer.Typer) -> None:
     for fn in (submit, status, jobs, cancel, retry, queues, limits):
         app.command(rich_help_panel="Use")(fn)
+    from .webhooks import webhooks_app
+
+    app.add_typer(webhooks_app, name="webhooks", rich_help_panel="Use")
 
 
 def _print_result(job: dict[str, Any]) -> None:
@@ -73,21 +78,9 @@ def _print_result(job: dict[str, Any]) -> None:
 
 
 def _wait(api: Api, job_id: str, timeout_s: float | None) -> dict[str, Any]:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    with Progress(TextColumn("[bold]{task.fields[state]:<9}"), BarColumn(),
-                  TaskProgressColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                  console=console, transient=False) as bar:
-        task = bar.add_task("", total=100, state="queued")
-        while True:
-            job = api.call("GET", f"/v1/jobs/{job_id}")
-            bar.update(task, completed=job["progress"], description=escape(job.get("message") or ""),
-                       state=job["status"])
-            if job["status"] in TERMINAL:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                fail(f"job {job_id} still {job['status']} after {timeout_s:.0f}s "
-                     "(it keeps running; check with `tidegate status`)", code=3)
-            time.sleep(0.5)
+    from .follow import follow
+
+    return follow(api, job_id, timeout_s)
 
 
 def submit(job_type: Annotated[str, typer.Argument(help="e.g. echo, startup_report, chat")],
@@ -99,8 +92,11 @@ def submit(job_type: Annotated[str, typer.Argument(help="e.g. echo, startup_repo
            wait: Annotated[bool, typer.Option("--wait", "-w", help="show progress until done")]
            = False,
            timeout: Annotated[float | None, typer.Option(help="give up waiting after seconds")]
+           = None,
+           webhook: Annotated[str | None, typer.Option(
+               help="POST the job's end to this URL, signed (its secret is printed)")]
            = None) -> None:
-    """Submit a job; with --wait, show a progress bar and then the result."""
+    """Submit a job; with --wait, follow its events with a progress bar, then the result."""
     try:
         payload = json.loads(input)
     except json.JSONDecodeError as exc:
@@ -108,9 +104,13 @@ def submit(job_type: Annotated[str, typer.Argument(help="e.g. echo, startup_repo
     body: dict[str, Any] = {"type": job_type, "input": payload}
     if priority:
         body["priority"] = priority
+    if webhook:
+        body["webhook"] = {"url": webhook}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     api = Api()
     accepted = api.call("POST", "/v1/jobs", json=body, headers=headers)
+    if (accepted.get("webhook") or {}).get("secret"):
+        console.print(f"webhook signing secret (shown only now): {accepted['webhook']['secret']}")
     if not wait:
         console.print(f"submitted job [bold]{accepted['job_id']}[/] ({accepted['priority']})")
         print(accepted["job_id"])

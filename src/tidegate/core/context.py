@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Generic, TypeVar
 
 from .errors import JobCancelled, JobFailed, LeaseLost, WorkerStopping
 from .jsonsafe import find_problem, storable_text
-from .models import Usage
+from .models import EventNote, Usage
 from .ports import JobStore
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# A handler may report progress as often as it likes: the row and the event log get at most
+# one write per this interval, and the latest report is always written (by the next report,
+# the runner's heartbeat, or the end of the attempt).
+PROGRESS_EVERY_S = 0.25
 
 
 class JobContext(Generic[T]):
@@ -20,7 +28,8 @@ class JobContext(Generic[T]):
     def __init__(self, *, job_id: str, tenant: str, job_type: str, attempt: int,
                  max_attempts: int, input: T, store: JobStore, checkpoint: dict[str, Any],
                  services: dict[str, Any] | None = None, priority: str = "medium",
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None,
+                 progress_every_s: float = PROGRESS_EVERY_S) -> None:
         self.job_id = job_id
         self.tenant = tenant
         self.job_type = job_type
@@ -38,6 +47,11 @@ class JobContext(Generic[T]):
         self.usage = Usage()  # summed over this attempt; flushed with progress and finish
         self._unflushed = Usage()
         self._lock = threading.Lock()
+        self.progress_every_s = progress_every_s
+        self._pending: tuple[int, str] | None = None  # the latest progress not yet written
+        self._last_write = float("-inf")
+        self._write_lock = threading.Lock()  # one progress write at a time, in report order
+        self._last_note: dict[str, float] = {}
 
     # -- cancellation ---------------------------------------------------------------
     @property
@@ -92,13 +106,52 @@ class JobContext(Generic[T]):
             return delta
 
     def progress(self, percent: float, message: str = "") -> None:
+        """Report progress; also a cancellation point. Coalesced: see PROGRESS_EVERY_S."""
         self.check()
         pct = max(0, min(100, int(percent)))
-        delta = self.take_unflushed_usage()
-        if not self._store.update_progress(self.job_id, attempt=self.attempt, progress=pct,
-                                           message=storable_text(message),
-                                           usage_delta=delta):
-            self._lost(delta)
+        with self._lock:
+            self._pending = (pct, storable_text(message))
+            due = time.monotonic() - self._last_write >= self.progress_every_s
+        if due:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Write the latest progress report not written yet, with its ``progress`` event."""
+        with self._write_lock:
+            with self._lock:
+                pending, self._pending = self._pending, None
+                if pending is None:
+                    return
+                self._last_write = time.monotonic()
+            pct, message = pending
+            delta = self.take_unflushed_usage()
+            if not self._store.update_progress(
+                    self.job_id, attempt=self.attempt, progress=pct, message=message,
+                    usage_delta=delta,
+                    note=EventNote("progress", {"percent": pct, "message": message})):
+                self._lost(delta)
+
+    @property
+    def progress_pending(self) -> bool:
+        with self._lock:
+            return self._pending is not None
+
+    def event(self, kind: str, detail: dict[str, Any], *,
+              min_interval_s: float = 0.0) -> None:
+        """Append an event to the job's history (``llm_call``, ``quota_wait``); with
+        ``min_interval_s``, at most one of this kind per interval. Never raises: a row that
+        moved on is noticed at the next progress report or heartbeat."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_note.get(kind, float("-inf")) < min_interval_s:
+                return
+            self._last_note[kind] = now
+        try:
+            self._store.add_event(self.job_id, attempt=self.attempt,
+                                  note=EventNote(kind, detail))
+        except Exception:  # history only: the job's own outcome does not depend on it
+            log.warning("job %s: %s event not written", self.job_id,
+                                                kind, exc_info=True)
 
     def _lost(self, delta: Usage) -> None:
         """The row moved on without this attempt: what its calls cost is billed all the same,
@@ -123,11 +176,18 @@ class JobContext(Generic[T]):
             raise JobFailed("unstorable_result",
                             f"checkpoint {key!r} cannot be stored: {problem[0]} {problem[1]}")
         self._checkpoint[key] = value
-        delta = self.take_unflushed_usage()
-        ok = self._store.update_progress(
-            self.job_id, attempt=self.attempt,
-            progress=-1 if progress is None else max(0, min(100, int(progress))),
-            message=storable_text(message), checkpoint=self._checkpoint,
-            usage_delta=delta)
+        pct = -1 if progress is None else max(0, min(100, int(progress)))
+        text = storable_text(message)
+        with self._write_lock:
+            note = None
+            if pct >= 0:  # a checkpoint with progress is written at once, pending or not
+                with self._lock:
+                    self._pending = None
+                    self._last_write = time.monotonic()
+                note = EventNote("progress", {"percent": pct, "message": text})
+            delta = self.take_unflushed_usage()
+            ok = self._store.update_progress(
+                self.job_id, attempt=self.attempt, progress=pct, message=text,
+                checkpoint=self._checkpoint, usage_delta=delta, note=note)
         if not ok:
             self._lost(delta)

@@ -95,6 +95,8 @@ class InMemoryJobStore:
         return self._clock()
 
     def _note(self, job: Job, note: EventNote, at: datetime, attempt: int | None = None) -> None:
+        if note.kind == Status.FAILED.value and "message" not in note.detail:
+            note = EventNote(note.kind, {**note.detail, "message": job.error_message or ""})
         self._events.append(JobEvent(job.id, note.kind, at,
                                      job.attempts if attempt is None else attempt,
                                      dict(note.detail), len(self._events) + 1))
@@ -147,11 +149,14 @@ class InMemoryJobStore:
 
     def update_progress(self, job_id: str, *, attempt: int, progress: int, message: str,
                         checkpoint: dict[str, Any] | None = None,
-                        usage_delta: Usage | None = None) -> bool:
+                        usage_delta: Usage | None = None,
+                        note: EventNote | None = None) -> bool:
         with self._lock:
             job = self._running(job_id, attempt)
             if job is None:
                 return False
+            if note is not None:
+                self._note(job, note, self._clock(), attempt)
             if progress >= 0:
                 job.progress = progress
             if message:
@@ -160,6 +165,14 @@ class InMemoryJobStore:
                 job.checkpoint = copy.deepcopy(checkpoint)
             if usage_delta is not None:
                 job.usage = job.usage.add(usage_delta)
+            return True
+
+    def add_event(self, job_id: str, *, attempt: int, note: EventNote) -> bool:
+        with self._lock:
+            job = self._running(job_id, attempt)
+            if job is None:
+                return False
+            self._note(job, note, self._clock(), attempt)
             return True
 
     def _may_not_wait(self, job: Job, now: datetime) -> Status | None:
@@ -227,6 +240,8 @@ class InMemoryJobStore:
                 return None
             job.updated_at = now
             self._note(job, EventNote("cancel_requested"), now)
+            if job.status is Status.CANCELLED:
+                self._note(job, EventNote("cancelled", {"code": CANCELLED[0]}), now)
             return self._copy(job)
 
     def requeue(self, job_id: str, *, from_status: Status, attempt: int,

@@ -99,6 +99,9 @@ class Job:
     expires_at: datetime | None = None
     # Since when the job has been parked for provider quota without a call being granted.
     quota_wait_since: datetime | None = None
+    # Only on submit: the job's own webhook endpoint, created with the row
+    # (``id``, ``url``, ``events`` or None for the default kinds, ``secret`` in plain text).
+    webhook: dict[str, Any] | None = None
 
     @property
     def error(self) -> dict[str, str] | None:

@@ -63,7 +63,16 @@ class JobStore(Protocol):
 
     def update_progress(self, job_id: str, *, attempt: int, progress: int, message: str,
                         checkpoint: dict[str, Any] | None = None,
-                        usage_delta: Usage | None = None) -> bool: ...
+                        usage_delta: Usage | None = None,
+                        note: EventNote | None = None) -> bool:
+        """Write progress, checkpoint and usage of the running ``attempt`` (and ``note``, a
+        ``progress`` event, in the same transaction). ``False`` when the row moved on."""
+        ...
+
+    def add_event(self, job_id: str, *, attempt: int, note: EventNote) -> bool:
+        """Append an event that changes nothing else (``llm_call``, ``quota_wait``) while
+        ``attempt`` is running; ``False`` when the row moved on."""
+        ...
 
     def finish(self, job_id: str, *, attempt: int, status: Status, result: Any = None,
                error_code: str | None = None, error_message: str | None = None,

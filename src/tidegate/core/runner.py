@@ -153,7 +153,12 @@ class Runner:
                                 name=f"lease-{job_id[:8]}", daemon=True)
         beat.start()
         try:
-            result = job_type.handler(ctx)
+            try:
+                result = job_type.handler(ctx)
+            finally:
+                stop.set()
+                beat.join(timeout=5)
+                self._flush_progress(ctx)  # the last report is written before the outcome
         except LeaseLost:
             self._bill_late(job_id, ctx.take_unflushed_usage())
             log.warning("job %s attempt %d stopped: its row moved on (lease taken over, or the "
@@ -178,9 +183,6 @@ class Runner:
                 error_code="time_limit" if timed_out else "handler_error",
                 error_message="the attempt ran past the job time limit" if timed_out
                 else f"{public_summary(exc)} (the worker log has the details)"))
-        finally:
-            stop.set()
-            beat.join(timeout=5)
         if ctx.cancelled:  # cancelled while the last step ran: cancellation wins over result
             return self._cancelled(job_id, ctx)
         if (problem := find_problem(result)) is not None:
@@ -293,10 +295,26 @@ class Runner:
                         job_id, attempt, status.value)
         return written is not None
 
+    @staticmethod
+    def _flush_progress(ctx: JobContext[Any]) -> None:
+        try:
+            ctx.flush_progress()
+        except LeaseLost:
+            pass  # the outcome's own write finds the row moved on too
+        except Exception:  # the final write retries through an outage; this is only progress
+            log.warning("job %s: last progress not written", ctx.job_id, exc_info=True)
+
     def _heartbeat(self, ctx: JobContext[Any], stop: threading.Event) -> None:
-        """Renew the lease and learn about cancellation; one conditional UPDATE per beat."""
+        """Renew the lease and learn about cancellation (one conditional UPDATE per beat);
+        between beats, write a coalesced progress report that is still pending."""
         interval = min(self.config.heartbeat_s, self.config.lease_s / 3)
-        while not stop.wait(interval):
+        next_beat = time.monotonic() + interval
+        while not stop.wait(min(ctx.progress_every_s, max(0.0, next_beat - time.monotonic()))):
+            if ctx.progress_pending:
+                self._flush_progress(ctx)
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + interval
             try:
                 ours, cancel = self.store.renew_lease(
                     ctx.job_id, attempt=ctx.attempt, owner=self.worker_id,

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
 # Parameters of submit() that say who asks and under which key, not what is asked.
-_NOT_THE_REQUEST = ("self", "tenant", "idempotency_key")
+_NOT_THE_REQUEST = ("self", "tenant", "idempotency_key", "webhook_secret")
 
 
 def request_fingerprint(request: dict[str, Any]) -> str:
@@ -73,19 +73,22 @@ class JobService:
     def submit(self, *, tenant: str, type: str, input: Any, priority: str | None = None,
                metadata: dict[str, Any] | None = None,
                idempotency_key: str | None = None, deadline_s: float | None = None,
-               expires_at: datetime | None = None) -> tuple[Job, bool]:
+               expires_at: datetime | None = None,
+               webhook: dict[str, Any] | None = None,
+               webhook_secret: str | None = None) -> tuple[Job, bool]:
         """Validate, commit the row, then hand the id to the broker.
 
         Returns (job, created). The row is the promise: if the broker is down the job stays
         queued and undispatched, and the sweep sends it when the broker is back. An
         Idempotency-Key already used with a different request raises IdempotencyMismatch.
         ``deadline_s`` (from now) or ``expires_at``: past it the job fails with `expired`
-        instead of waiting or retrying.
+        instead of waiting or retrying. ``webhook`` (``url``, ``events``?, checked by the
+        caller) is created with the row, signed with ``webhook_secret``.
         """
         # What an Idempotency-Key promises. Every parameter but the caller and the key belongs
         # here (tests/unit/test_submit_checks.py compares this with the signature).
         request = {"type": type, "input": input, "priority": priority, "metadata": metadata,
-                   "deadline_s": deadline_s, "expires_at": expires_at}
+                   "deadline_s": deadline_s, "expires_at": expires_at, "webhook": webhook}
         require_storable({**request, "idempotency_key": idempotency_key})
         job_type = self.registry.get(type)
         validated = job_type.validate(input, self.validation_context)
@@ -106,12 +109,16 @@ class JobService:
                 or self.store.by_idempotency_key(tenant, idempotency_key) is None):
             self.gate.check_submit(self.store, tenant=tenant, priority=prio,
                                    estimate=input_estimate(validated.model_dump(mode="json")))
-        job = Job(id=new_job_id(), tenant=tenant, type=type, priority=prio,
+        job_id = new_job_id()
+        job = Job(id=job_id, tenant=tenant, type=type, priority=prio,
                   input=validated.model_dump(mode="json", exclude_unset=False),
                   metadata=dict(metadata or {}), idempotency_key=idempotency_key,
                   request_fingerprint=request_fingerprint(request),
                   max_attempts=job_type.max_attempts, created_at=self.clock(),
-                  updated_at=self.clock(), expires_at=expires_at)
+                  updated_at=self.clock(), expires_at=expires_at,
+                  webhook=None if webhook is None else {
+                      # One own webhook per job: its endpoint has the job's id.
+                      **webhook, "id": job_id, "secret": webhook_secret})
         fingerprint = job.request_fingerprint
         job, created = self.store.create(job)
         if not created and job.request_fingerprint not in (None, fingerprint):

@@ -325,6 +325,13 @@ class JobLLM:
                                 latency_s=latency,
                                 simulated=bool(getattr(result, "simulated", False)),
                                 lanes_tried=tried)
+            ctx.event("llm_call", {
+                "lane": lane, "model": f"{provider_name}:{model_name}", "step": step,
+                "input_tokens": in_tok, "output_tokens": out_tok,
+                "cost_usd": record.cost_usd, "latency_ms": round(latency * 1000),
+                # Which lane of the chain answered: not the first one asked for.
+                "fallback": lane != lanes[0], "lanes_tried": list(tried),
+                "simulated": record.simulated})
             return result, record
 
     def _reserve_budget(self, lane: str, rid: str, holder: str, est_in: int, est_out: int,
@@ -346,9 +353,13 @@ class JobLLM:
 
     def _wait_or_yield(self, lane: str, adm: Admission) -> None:
         """Sleep a short wait in place; give the worker slot back for a long one."""
+        detail = {"lane": lane, "wait_s": round(adm.wait_s, 3), "reason": adm.reason}
         if adm.wait_s <= self.gw.policy.short_wait_s:
+            # Short waits come in bursts under load: one event a second tells the story.
+            self.ctx.event("quota_wait", detail, min_interval_s=1.0)
             self.ctx.sleep(max(0.01, adm.wait_s))
             return
+        self.ctx.event("quota_wait", detail)
         raise RetryLater(adm.wait_s, reason=f"waiting for quota on {lane} ({adm.reason})",
                          counts_as_attempt=False, error_code="waiting_for_quota",
                          error_message=f"lane {lane} is at its {adm.reason} limit")

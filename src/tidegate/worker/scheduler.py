@@ -20,10 +20,11 @@ import redis
 from ..adapters.leader import LeaderLock
 from ..adapters.liveness import DeadWorkerWatch, LivenessRegistry
 from ..adapters.redis_keys import BEAT_LEADER
-from ..config import Settings
+from ..adapters.webhook_sender import SenderConfig, WebhookSender
+from ..config import Env, Settings
 from ..core.errors import Unavailable
 from ..core.sweep import SweepConfig, Sweeper
-from ..wiring import build_container
+from ..wiring import Container, build_container
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
                                   socket_connect_timeout=3)
     lock = LeaderLock(client, BEAT_LEADER, ttl_s=max(15.0, settings.sweep_interval_s * 3))
     watch = DeadWorkerWatch(LivenessRegistry(client))
+    leader = threading.Event()  # set while this scheduler leads: only then it sends webhooks
+    webhooks = threading.Thread(target=_send_webhooks, args=(settings, container, leader, stop),
+                                name="webhooks", daemon=True)
+    webhooks.start()
     tick = min(settings.sweep_interval_s, LIVENESS_TICK_S)
     leading = False
     last_purge = 0.0
@@ -65,6 +70,7 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
                 log.info("scheduler %s", "is the leader" if now_leading else "is standing by")
                 leading = now_leading
                 watch.reset()
+                (leader.set if leading else leader.clear)()
             if leading and time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + settings.sweep_interval_s
                 try:
@@ -80,10 +86,35 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
                 _recover_dead_workers(watch, sweeper)
             stop.wait(tick)
     finally:
+        stop.set()
+        webhooks.join(timeout=30)
         with contextlib.suppress(redis.RedisError):
             lock.release()
         container.close()
         log.info("scheduler stopped")
+
+
+def _send_webhooks(settings: Settings, container: Container, leader: threading.Event,
+                   stop: threading.Event) -> None:
+    """The outbox sender's loop: due deliveries every TIDEGATE_WEBHOOK_POLL_S while leading."""
+    sender = WebhookSender(container.webhook_store, SenderConfig(
+        retry_base_s=settings.webhook_retry_base_s, retry_cap_s=settings.webhook_retry_cap_s,
+        give_up_s=settings.webhook_give_up_s, timeout_s=settings.webhook_timeout_s,
+        allow_http=settings.env is Env.DEV, allow_private=settings.webhook_allow_private))
+    try:
+        while not stop.is_set():
+            sent = 0
+            if leader.is_set():
+                try:
+                    sent = sender.run_once()
+                except Unavailable as exc:
+                    log.warning("webhook deliveries skipped: %s", exc.message)
+                except Exception:
+                    log.exception("webhook deliveries failed")
+            if not sent:  # a full batch: look again at once
+                stop.wait(settings.webhook_poll_s)
+    finally:
+        sender.close()
 
 
 def _recover_dead_workers(watch: DeadWorkerWatch, sweeper: Sweeper) -> None:

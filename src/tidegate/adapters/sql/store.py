@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -13,11 +14,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...core.decision import CANCELLED, EXPIRED, QuotaWait
+from ...core.errors import ConfigurationError
 from ...core.jsonsafe import find_problem, readable, unreadable
 from ...core.models import EventNote, Job, JobEvent, Page, Usage, utcnow
 from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
 from .accounts import SqlAccounts, guard
-from .tables import UTCDateTime, job_events, jobs
+from .tables import (
+    JSONType,
+    UTCDateTime,
+    job_events,
+    jobs,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 
 _WAITING = [s.value for s in WAITING]
 
@@ -131,28 +140,39 @@ def _quota_wait_values(what: QuotaWait, now: Any) -> dict[str, Any]:
                                  }[what]}
 
 
-def _insert_with_event(read: list[Any], columns: list[str]) -> Any:
-    """INSERT a job (values bound as ``v_<column>``) and its first event (``e_kind``,
-    ``e_attempt``, ``e_detail``), RETURNING the row as ``read`` reads it."""
-    new_job = jobs.insert().values(
-        {c: sa.bindparam(f"v_{c}", type_=jobs.c[c].type) for c in columns},
-    ).returning(*read).cte("new_job")
-    new_event = job_events.insert().from_select(
-        ["job_id", "kind", "attempt", "at", "detail"],
-        sa.select(new_job.c.id, sa.bindparam("e_kind", type_=job_events.c.kind.type),
-                  sa.bindparam("e_attempt", type_=job_events.c.attempt.type),
-                  new_job.c.created_at,
-                  sa.bindparam("e_detail", type_=job_events.c.detail.type)),
-    ).cte("new_event")
-    return sa.select(new_job).add_cte(new_event)
+# The connection-info key under which a transaction collects the jobs it wrote events for.
+_NOTED = "tg_noted_jobs"
 
 
 class SqlJobStore(SqlAccounts):
-    def __init__(self, engine: sa.Engine) -> None:
+    """``on_events`` is called after each commit that wrote events, with the jobs' ids: a
+    wake-up for live streams (adapters/event_bus.py). It must not raise; a missed call only
+    delays delivery, since readers also poll the table."""
+
+    def __init__(self, engine: sa.Engine, *,
+                 on_events: Callable[[builtins.list[str]], None] | None = None,
+                 seal: Callable[[str], str] | None = None) -> None:
         self.engine = engine
+        self.seal = seal  # encrypts webhook secrets (adapters/webhook_secrets.py)
         self._read = _read_columns(engine.dialect.name)
         self._pg = engine.dialect.name == "postgresql"
-        self._insert_pg_stmt: Any = None  # built once: building it costs more than running it
+        self.on_events = on_events
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """``engine.begin()``, then the ``on_events`` wake-up once the events are committed."""
+        noted: builtins.list[str] = []
+        with self.engine.begin() as conn:
+            conn.info[_NOTED] = noted
+            try:
+                yield conn
+            finally:
+                conn.info.pop(_NOTED, None)
+        if noted and self.on_events is not None:
+            try:
+                self.on_events(noted)
+            except Exception:  # a wake-up only: the readers' poll finds the events anyway
+                log.debug("event wake-up failed", exc_info=True)
 
     def _select_readable(self) -> Any:
         return sa.select(*self._read)
@@ -172,11 +192,14 @@ class SqlJobStore(SqlAccounts):
             "late_output_tokens": 0, "late_cost_nano_usd": 0,
             "expires_at": job.expires_at,
         }
-        event = {"job_id": job.id, "kind": "submitted", "attempt": 0, "at": job.created_at,
-                 "detail": {"priority": job.priority.value}}
         try:
-            row = (self._insert_job_pg(values, event) if self._pg
-                   else self._insert_job(values, event))
+            with self._begin() as conn:
+                row = conn.execute(jobs.insert().values(**values).returning(*self._read)).one()
+                if job.webhook:
+                    self._add_job_webhook(conn, job)
+                self._note(conn, job.id, 0, EventNote("submitted",
+                                                      {"priority": job.priority.value}),
+                           job.created_at)
         except sa.exc.IntegrityError:
             if job.idempotency_key is None:
                 raise
@@ -188,22 +211,16 @@ class SqlJobStore(SqlAccounts):
         # there is no second read.
         return _read_job(row), True
 
-    def _insert_job(self, values: dict[str, Any], event: dict[str, Any]) -> Any:
-        with self.engine.begin() as conn:
-            row = conn.execute(jobs.insert().values(**values).returning(*self._read)).one()
-            conn.execute(job_events.insert().values(**event))
-        return row
+    def _add_job_webhook(self, conn: sa.Connection, job: Job) -> None:
+        from .webhooks import kinds_column
 
-    def _insert_job_pg(self, values: dict[str, Any], event: dict[str, Any]) -> Any:
-        """The row and its `submitted` event in one statement (data-modifying CTEs), sent in
-        autocommit: one round trip where BEGIN, two INSERTs and COMMIT took four. A single
-        statement is atomic, so the event still exists exactly when the row does."""
-        if self._insert_pg_stmt is None:
-            self._insert_pg_stmt = _insert_with_event(self._read, list(values))
-        params = {f"v_{k}": v for k, v in values.items()} | {
-            "e_kind": event["kind"], "e_attempt": event["attempt"], "e_detail": event["detail"]}
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return conn.execute(self._insert_pg_stmt, params).one()
+        hook = job.webhook or {}
+        if self.seal is None:
+            raise ConfigurationError("this job store cannot keep webhook secrets")
+        conn.execute(webhook_endpoints.insert().values(
+            id=hook["id"], tenant=job.tenant, job_id=job.id, url=hook["url"],
+            kinds=kinds_column(hook.get("events")),
+            secret=self.seal(hook["secret"]), created_at=job.created_at))
 
     @_guard
     def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
@@ -266,8 +283,42 @@ class SqlJobStore(SqlAccounts):
 
     def _note(self, conn: sa.Connection, job_id: str, attempt: Any, note: EventNote,
               at: Any) -> None:
-        conn.execute(job_events.insert().values(job_id=job_id, kind=note.kind, attempt=attempt,
-                                                at=at, detail=note.detail))
+        """Append the event, with the job's tenant, type and (new) status copied from its row
+        in this same transaction, and queue its webhook deliveries (the outbox) beside it.
+
+        Every caller has just written the job's row, so it holds that row's lock until commit:
+        one job's events are numbered in the order they commit."""
+        if note.kind == Status.FAILED.value and "message" not in note.detail:
+            message = conn.execute(sa.select(jobs.c.error_message)
+                                   .where(jobs.c.id == job_id)).scalar_one_or_none()
+            note = EventNote(note.kind, {**note.detail, "message": message or ""})
+        if not isinstance(attempt, sa.ColumnElement):
+            attempt = sa.literal(attempt, sa.Integer)
+        if not isinstance(at, sa.ColumnElement):
+            at = sa.literal(at, UTCDateTime())
+        source = sa.select(
+            jobs.c.id, sa.literal(note.kind, sa.String), attempt, at,
+            sa.literal(note.detail, JSONType), jobs.c.tenant, jobs.c.type, jobs.c.status,
+        ).where(jobs.c.id == job_id)
+        event_id = conn.execute(job_events.insert().from_select(
+            ["job_id", "kind", "attempt", "at", "detail", "tenant", "type", "status"], source,
+        ).returning(job_events.c.id)).scalar_one_or_none()
+        if event_id is None:  # pragma: no cover - the job row vanished within the transaction
+            return
+        ep = webhook_endpoints.c
+        tenant = sa.select(jobs.c.tenant).where(jobs.c.id == job_id).scalar_subquery()
+        conn.execute(webhook_deliveries.insert().from_select(
+            ["endpoint_id", "job_id", "event_id", "kind", "status", "attempts",
+             "next_attempt_at", "created_at"],
+            sa.select(ep.id, sa.literal(job_id, sa.String), sa.literal(event_id, sa.BigInteger),
+                      sa.literal(note.kind, sa.String), sa.literal("pending", sa.String),
+                      sa.literal(0, sa.Integer), at, at)
+            .where(ep.revoked_at.is_(None), ep.tenant == tenant,
+                   sa.or_(ep.job_id.is_(None), ep.job_id == job_id),
+                   sa.or_(ep.kinds == "*", ep.kinds.contains(f",{note.kind},")))))
+        noted = conn.info.get(_NOTED)
+        if noted is not None:
+            noted.append(job_id)
 
     def _may_not_wait(self, now: Any) -> tuple[Any, Any]:
         """(cancel requested, deadline passed): a row in either state never parks waiting."""
@@ -323,7 +374,7 @@ class SqlJobStore(SqlAccounts):
     def claim(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
         base = utcnow()
         now = self._at(base)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING),
@@ -357,7 +408,7 @@ class SqlJobStore(SqlAccounts):
     @_guard
     def renew_lease(self, job_id: str, *, attempt: int, owner: str,
                     lease_s: float) -> tuple[bool, bool]:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(
                 jobs.update().where(self._running(job_id, attempt), jobs.c.lease_owner == owner)
                 .values(lease_expires_at=self._at(utcnow(), lease_s))
@@ -367,7 +418,8 @@ class SqlJobStore(SqlAccounts):
     @_guard
     def update_progress(self, job_id: str, *, attempt: int, progress: int, message: str,
                         checkpoint: dict[str, Any] | None = None,
-                        usage_delta: Usage | None = None) -> bool:
+                        usage_delta: Usage | None = None,
+                        note: EventNote | None = None) -> bool:
         values: dict[str, Any] = dict(_usage_values(usage_delta))
         if progress >= 0:
             values["progress"] = progress
@@ -378,8 +430,24 @@ class SqlJobStore(SqlAccounts):
         stmt = jobs.update().where(self._running(job_id, attempt))
         if not values:  # still tell the caller whether the row is ours
             values["attempts"] = jobs.c.attempts
-        with self.engine.begin() as conn:
-            return conn.execute(stmt.values(**values)).rowcount == 1
+        with self._begin() as conn:
+            if conn.execute(stmt.values(**values)).rowcount != 1:
+                return False
+            if note is not None:
+                self._note(conn, job_id, attempt, note, self._at(utcnow()))
+        return True
+
+    @_guard
+    def add_event(self, job_id: str, *, attempt: int, note: EventNote) -> bool:
+        """An event that changes nothing but the history (an LLM call, a quota wait), written
+        only while ``attempt`` is the job's running attempt. The no-op UPDATE takes the row's
+        lock, so the job's events stay numbered in commit order."""
+        with self._begin() as conn:
+            if conn.execute(jobs.update().where(self._running(job_id, attempt))
+                            .values(attempts=jobs.c.attempts)).rowcount != 1:
+                return False
+            self._note(conn, job_id, attempt, note, self._at(utcnow()))
+        return True
 
     @_guard
     def finish(self, job_id: str, *, attempt: int, status: Status, result: Any = None,
@@ -410,7 +478,7 @@ class SqlJobStore(SqlAccounts):
         where = [self._running(job_id, attempt)]
         if lease_expired:  # the sweep: a lease renewed since it was read is left alone
             where.append(jobs.c.lease_expires_at < now)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(jobs.update().where(*where).values(**values)
                                .returning(jobs.c.status, jobs.c.error_code)).first()
             if row is None:
@@ -426,7 +494,7 @@ class SqlJobStore(SqlAccounts):
         now = self._at(utcnow())
         waiting = jobs.c.status.in_(_WAITING)
         # One UPDATE: a worker parking the job between two statements cannot slip through.
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(jobs.update().where(
                 *owned, jobs.c.status.in_([*_WAITING, Status.RUNNING.value])).values(
                 status=sa.case((waiting, Status.CANCELLED.value), else_=jobs.c.status),
@@ -438,6 +506,9 @@ class SqlJobStore(SqlAccounts):
             if row is None:
                 return None
             self._note(conn, job_id, row.attempts, EventNote("cancel_requested"), now)
+            if row.status == Status.CANCELLED.value:  # it was waiting: ended at once
+                self._note(conn, job_id, row.attempts,
+                           EventNote("cancelled", {"code": CANCELLED[0]}), now)
         return _row_to_job(row)
 
     @_guard
@@ -460,7 +531,7 @@ class SqlJobStore(SqlAccounts):
                  jobs.c.attempts == attempt]
         if lease_expired:
             where.append(jobs.c.lease_expires_at < now)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(jobs.update().where(*where).values(**values)
                                .returning(*jobs.c)).first()
             if row is None:
@@ -478,7 +549,7 @@ class SqlJobStore(SqlAccounts):
         doomed = sa.select(jobs.c.id).where(jobs.c.status.in_(_WAITING), sa.or_(cancel, expired))
         if job_id is not None:
             doomed = doomed.where(jobs.c.id == job_id)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             rows = conn.execute(jobs.update().where(
                 jobs.c.id.in_(doomed.limit(limit).scalar_subquery()),
                 jobs.c.status.in_(_WAITING), sa.or_(cancel, expired),
@@ -520,11 +591,14 @@ class SqlJobStore(SqlAccounts):
             sa.and_(jobs.c.status.in_([Status.SUCCEEDED.value, Status.CANCELLED.value]),
                     jobs.c.finished_at < finished_before),
             sa.and_(jobs.c.status == Status.FAILED.value, jobs.c.finished_at < failed_before)))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             ids = [r.id for r in conn.execute(doomed.limit(5000))]
             if not ids:
                 return 0
             conn.execute(job_events.delete().where(job_events.c.job_id.in_(ids)))
+            conn.execute(webhook_deliveries.delete().where(
+                webhook_deliveries.c.job_id.in_(ids)))
+            conn.execute(webhook_endpoints.delete().where(webhook_endpoints.c.job_id.in_(ids)))
             return conn.execute(jobs.delete().where(jobs.c.id.in_(ids))).rowcount
 
     # -- events -------------------------------------------------------------------------
@@ -574,7 +648,7 @@ class SqlJobStore(SqlAccounts):
                   "late_input_tokens": jobs.c.late_input_tokens + usage.input_tokens,
                   "late_output_tokens": jobs.c.late_output_tokens + usage.output_tokens,
                   "late_cost_nano_usd": jobs.c.late_cost_nano_usd + usage.cost_nanos}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(**values)).rowcount == 1
 
@@ -584,7 +658,7 @@ class SqlJobStore(SqlAccounts):
         for src in WAITING:
             check_transition(src, Status.FAILED)
         now = self._at(utcnow())
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(
                 jobs.update().where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING))
                 .values(status=Status.FAILED.value, error_code=code, error_message=message,
@@ -600,7 +674,7 @@ class SqlJobStore(SqlAccounts):
     @_guard
     def expire_leases_of(self, owner: str) -> int:
         # A second before the database's now, so that the next sweep counts them as expired.
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return int(conn.execute(
                 jobs.update().where(jobs.c.status == Status.RUNNING.value,
                                     jobs.c.lease_owner == owner,

@@ -88,7 +88,53 @@ job_events = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("detail", JSONType, nullable=False),
+    # Copied from the job when the event is written: the tenant stream reads events alone,
+    # and ``status`` is the job's status right after this event.
+    sa.Column("tenant", sa.String(100)),
+    sa.Column("type", sa.String(100)),
+    sa.Column("status", sa.String(16)),
     sa.Index("ix_tg_job_events_job", "job_id", "id"),
+    sa.Index("ix_tg_job_events_tenant", "tenant", "id"),
+)
+
+# A tenant's default endpoints (job_id NULL) and the endpoint of one job's own webhook.
+webhook_endpoints = sa.Table(
+    "tg_webhook_endpoints", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("job_id", sa.String(36)),
+    sa.Column("url", sa.Text, nullable=False),
+    # "*" or ",kind,kind," so that one LIKE matches a kind on every database.
+    sa.Column("kinds", sa.Text, nullable=False),
+    # Encrypted with a key derived from TIDEGATE_SECRET_KEY (adapters/webhook_secrets.py).
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("previous_secret", sa.Text),
+    sa.Column("previous_until", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+    sa.Index("ix_tg_webhook_endpoints_tenant", "tenant"),
+    sa.Index("ix_tg_webhook_endpoints_job", "job_id"),
+)
+
+# The outbox: one row per (event, endpoint), written in the event's own transaction.
+webhook_deliveries = sa.Table(
+    "tg_webhook_deliveries", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("endpoint_id", sa.String(36), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_attempt_at", UTCDateTime),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.Column("response_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("event_id", "endpoint_id", name="uq_tg_webhook_deliveries_event"),
+    sa.Index("ix_tg_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_tg_webhook_deliveries_job", "job_id", "id"),
 )
 
 api_keys = sa.Table(

@@ -1,18 +1,14 @@
-"""/v1/jobs: submit, read, list, cancel, replay, stream."""
+"""/v1/jobs: submit, read, list, cancel, replay (the event stream: routes/events.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 
 from ...adapters.metrics import count_submission
-from ...core.errors import NotFound, Unavailable
+from ...core.events import DEFAULT_WEBHOOK_KINDS
+from ...webhooks import new_secret
 from ..deps import ContainerDep, Reader, ServiceDep, Submitter
 from ..schemas import (
     AUTH_ERRORS,
@@ -23,9 +19,10 @@ from ..schemas import (
     JobEventPublic,
     JobList,
     JobPublic,
+    WebhookCreated,
     error_responses,
 )
-from ..stream_slots import take_stream_slot
+from . import webhooks
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
@@ -36,21 +33,31 @@ _ERRORS = error_responses(**{"404": "no such job for this tenant",
 
 @router.post("", status_code=202, response_model=JobAccepted,
              responses={**_ERRORS, **BODY_ERRORS, **SUBMIT_LIMIT_ERRORS})
-def submit_job(body: JobCreate, service: ServiceDep, caller: Submitter,
+def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
+               caller: Submitter,
                idempotency_key: Annotated[str | None, Header()] = None) -> JobAccepted:
     """Submit a job. 202 means the job row is committed: it will run, or end with an error.
 
-    The same `Idempotency-Key` from the same tenant returns the job created first. The
-    tenant's limits apply: allowed priorities (403), submissions per minute and waiting jobs
-    (429 `rate_limited` with `Retry-After`), budgets (429 `budget_exceeded`).
+    The same `Idempotency-Key` from the same tenant returns the job created first. With a
+    `webhook`, the answer holds its signing secret (only the first time). The tenant's limits
+    apply: allowed priorities (403), submissions per minute and waiting jobs (429
+    `rate_limited` with `Retry-After`), budgets (429 `budget_exceeded`).
     """
+    hook = webhooks.checked(body.webhook, container) if body.webhook else None
+    secret = new_secret() if hook else None
     job, created = service.submit(tenant=caller.tenant, type=body.type, input=body.input,
-                                   priority=body.priority, metadata=body.metadata,
-                                   idempotency_key=idempotency_key,
-                                   deadline_s=body.deadline_s, expires_at=body.expires_at)
+                                  priority=body.priority, metadata=body.metadata,
+                                  idempotency_key=idempotency_key,
+                                  deadline_s=body.deadline_s, expires_at=body.expires_at,
+                                  webhook=hook, webhook_secret=secret)
     count_submission(job, created)
+    shown = None
+    if hook:
+        shown = WebhookCreated(id=job.id, url=hook["url"], job_id=job.id,
+                               events=hook["events"] or list(DEFAULT_WEBHOOK_KINDS),
+                               created_at=job.created_at, secret=secret if created else None)
     return JobAccepted(job_id=job.id, status=job.status.value, type=job.type,
-                       priority=job.priority.value, created_at=job.created_at)
+                       priority=job.priority.value, created_at=job.created_at, webhook=shown)
 
 
 @router.get("", response_model=JobList,
@@ -96,55 +103,3 @@ def job_history(job_id: str, service: ServiceDep, caller: Reader) -> list[JobEve
     service.get(job_id, tenant=caller.owner)
     return [JobEventPublic(id=e.id or 0, kind=e.kind, attempt=e.attempt, at=e.at,
                            detail=e.detail) for e in service.store.events(job_id)]
-
-
-@router.get("/{job_id}/events", responses={**_ERRORS, **error_responses(**{
-                "429": "the tenant has its maximum of event streams open"})},
-            response_class=StreamingResponse)
-async def stream_job(job_id: str, container: ContainerDep, caller: Reader) -> StreamingResponse:
-    """Server-sent events: a `job` event with the full job each time it changes, until it ends."""
-    service = container.service
-    job = await run_in_threadpool(service.get, job_id, tenant=caller.owner)
-    slot = await run_in_threadpool(take_stream_slot, container, caller.tenant)
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            async for chunk in _job_events():
-                yield chunk
-        finally:
-            await run_in_threadpool(slot.give)
-
-    async def _job_events() -> AsyncIterator[str]:
-        last = ""
-        current = job
-        idle = 0.0
-        while True:
-            slot.renew()
-            payload = JobPublic.of(current).model_dump_json()
-            if payload != last:
-                last = payload
-                yield f"event: job\ndata: {payload}\n\n"
-                idle = 0.0
-            if current.status.terminal:
-                yield "event: end\ndata: {}\n\n"
-                return
-            if caller.key_id is not None and not await run_in_threadpool(
-                    container.keys.is_valid, caller.key_id):  # type: ignore[attr-defined]
-                yield f"event: error\ndata: {json.dumps({'code': 'unauthorized'})}\n\n"
-                return
-            await asyncio.sleep(0.5)
-            idle += 0.5
-            if idle >= 15:  # keep proxies from closing an idle stream
-                yield ": keep-alive\n\n"
-                idle = 0.0
-            try:
-                current = await run_in_threadpool(service.get, job_id, tenant=caller.owner)
-            except NotFound:
-                yield f"event: error\ndata: {json.dumps({'code': 'not_found'})}\n\n"
-                return
-            except Unavailable:  # the database blinked: say so, the client reconnects
-                yield f"event: error\ndata: {json.dumps({'code': 'unavailable'})}\n\n"
-                return
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -5,7 +5,7 @@ made, the oldest) becomes ``admin``, every other key ``submit`` (what they could
 on their own tenant's jobs).
 
 Revision ID: 0005
-Revises: 0003 (re-chained onto 0004 at merge)
+Revises: 0004
 Create Date: 2026-12-02
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from tidegate.adapters.sql.tables import UTCDateTime
 
 revision = "0005"
-down_revision = "0003"  # "0004" once the event streams migration is merged
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,85 @@
+"""The hub hands events on strictly in id order: it waits for a missing id (a transaction
+still committing), and skips it only once it stayed missing past the grace (rolled back)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tidegate.api.event_hub import EventHub
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def add(self, event_id: int, job_id: str = "j") -> None:
+        self.events.append({"id": event_id, "job_id": job_id, "tenant": "t", "kind": "progress"})
+        self.events.sort(key=lambda e: e["id"])
+
+    def last_id(self) -> int:
+        return max((e["id"] for e in self.events), default=0)
+
+    def tail(self, after_id: int, *, limit: int = 1000) -> list[dict]:
+        return [e for e in self.events if e["id"] > after_id][:limit]
+
+
+def _ids(queue: asyncio.Queue) -> list[int]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait()["id"])
+    return out
+
+
+def test_a_gap_holds_later_events_back_until_filled_or_old() -> None:
+    async def scenario() -> None:
+        log = FakeLog()
+        hub = EventHub(log, redis_url=None, channel="c", poll_s=0.05, gap_grace_s=0.5)  # type: ignore[arg-type]
+        await hub.start()
+        sub = hub.subscribe(lambda e: True, job_id="j")
+        other = hub.subscribe(lambda e: True, job_id="k")
+        log.add(1)
+        log.add(3)  # 2 is still committing
+        hub.poke()
+        await asyncio.sleep(0.2)
+        assert _ids(sub.queue) == [1]
+        log.add(2)
+        await asyncio.sleep(0.2)
+        assert _ids(sub.queue) == [2, 3]
+        log.add(5)  # 4 never comes (rolled back)
+        await asyncio.sleep(0.2)
+        assert _ids(sub.queue) == []
+        await asyncio.sleep(0.6)
+        assert _ids(sub.queue) == [5] and hub.head == 5
+        assert _ids(other.queue) == []  # another job's stream sees none of these
+        assert hub.open_streams == 2
+        hub.unsubscribe(sub)
+        hub.unsubscribe(sub)  # twice is harmless
+        assert hub.open_streams == 1
+        await hub.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_stream_is_switched_back_to_the_table() -> None:
+    async def scenario() -> None:
+        import tidegate.api.event_hub as module
+
+        log = FakeLog()
+        hub = EventHub(log, redis_url=None, channel="c", poll_s=0.05)  # type: ignore[arg-type]
+        await hub.start()
+        old = module.QUEUE_MAX
+        module.QUEUE_MAX = 3
+        try:
+            sub = hub.subscribe(lambda e: True, job_id="j")
+            for i in range(1, 6):
+                log.add(i)
+            hub.poke()
+            await asyncio.sleep(0.2)
+            assert sub.overflowed and _ids(sub.queue) == [1, 2, 3]
+            hub.resubscribe(sub)  # the stream reads (3, head] from the table instead
+            assert sub.head == 5 and not sub.overflowed
+        finally:
+            module.QUEUE_MAX = old
+            await hub.stop()
+
+    asyncio.run(scenario())
