@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     events_poll_s: float = Field(default=1.0, gt=0, description="event streams read the "
                                  "table this often even without a Redis wake-up")
     stream_retry_ms: int = Field(default=2000, ge=100, description="the SSE `retry:` hint")
-    stream_recheck_s: float = Field(default=10.0, gt=0, description="an open event stream "
+    # Cheap: the process's key cache answers, so a revoked key's streams close within a second.
+    stream_recheck_s: float = Field(default=1.0, gt=0, description="an open event stream "
                                     "checks its API key again this often")
     webhook_allow_private: bool = Field(default=False, description="let webhooks reach "
                                         "private, loopback and link-local addresses (local "

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from tidegate.adapters.sql import SqlJobStore, make_engine
 from tidegate.adapters.sql.migrate import upgrade
 from tidegate.adapters.sql.tables import metadata
-from tidegate.core.keys import create_key
+from tidegate.core.keys import create_key, revoke
 
 from .helpers import running_worker, settings_for
 from .live_api import live_api, read_events
@@ -99,15 +98,15 @@ def test_the_tenant_stream_follows_all_jobs_filters_and_resumes(env) -> None:
 
 def test_a_revoked_key_ends_the_stream(env) -> None:
     client, _, engine = env
-    job_id = _submit(client, text="long", sleep_s=30, steps=3)
+    job_id = _submit(client, text="long", sleep_s=8, steps=8)  # ends before the worker stops
     got: list[dict] = []
     reader = threading.Thread(target=lambda: got.extend(read_events(
         client, f"/v1/jobs/{job_id}/events", timeout_s=20)))
     reader.start()
     time.sleep(1.0)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tg_api_keys SET revoked_at = CURRENT_TIMESTAMP "
-                             "WHERE tenant = 'acme'"))
+    store = SqlJobStore(engine)
+    for key in store.list_keys(tenant="acme"):
+        revoke(store, key.id)  # as `tidegate keys revoke` does
     reader.join(timeout=20)
     assert not reader.is_alive()
     assert got[-1] == {"error": {"code": "unauthorized", "message": "the API key was revoked"}}

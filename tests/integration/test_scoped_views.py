@@ -170,7 +170,7 @@ def test_open_event_streams_are_capped_per_tenant(env) -> None:
                 assert second.json()["error"]["code"] == "rate_limited"
                 assert "Retry-After" in second.headers
                 http.delete(f"/v1/jobs/{job}")  # the job ends: so does the first stream
-                assert any("event: end" in line for line in lines)
+                assert any("event: cancelled" in line for line in lines)
             # its slot is free again (the stream gave it back when it ended)
             with http.stream("GET", f"/v1/jobs/{job}/events") as third:
                 assert third.status_code == 200
