@@ -29,7 +29,9 @@ browser: $(BIN)/.installed $(CHROMIUM)
 
 ## Run the whole test suite (unit, contract, integration, end-to-end, fault injection, browser).
 test: lint browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/browser
+	@# The browser tests time a real page: they run alone, once the rest is done.
+	$(BIN)/pytest tests/browser
 
 ## The quick part: everything but the slow end-to-end and fault scenarios.
 test-fast: $(BIN)/.installed
