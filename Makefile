@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # more workers than cores pays off; each gets its own Redis database and RabbitMQ vhost.
 TEST_WORKERS ?= 3
 
-.PHONY: run test test-fast lint bench clean browser
+.PHONY: run test test-fast lint bench clean browser bench-tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,9 @@ lint: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## What benchmarks/ needs beyond the tests: wrk (Debian) and the baseline's Flask and Gunicorn.
+bench-tools: $(BIN)/.installed
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }
+	$(BIN)/pip install --quiet -e '.[test,bench]'
