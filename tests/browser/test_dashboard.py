@@ -73,6 +73,8 @@ def test_sign_in_with_an_api_key(page, tidegate: Up, artifacts: Path) -> None:
     expect(page.get_by_role("alert")).to_have_text("That key was not accepted.")
     sign_in(page, tidegate.key)
     expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    # `tidegate up`'s key is an admin's: the page names it, and tables show each job's tenant.
+    expect(page.locator("#who")).to_have_text("default · admin")
     # Kept in the tab's session, never in the URL.
     assert page.evaluate("sessionStorage.getItem('tidegate.api_key')") == tidegate.key
     assert tidegate.key not in page.url
@@ -117,6 +119,8 @@ def test_submit_a_report_and_watch_it_finish(page, tidegate: Up, artifacts: Path
     expect(row.locator(".status")).to_have_text("succeeded")
     assert row.locator(".bar").get_attribute("aria-valuenow") == "100"
     assert "$" in row.inner_text()
+    expect(page.locator("table.jobs th", has_text="Tenant")).to_be_visible()
+    assert "default" in row.inner_text()
 
 
 def test_cancel_a_running_job(page, tidegate: Up, artifacts: Path) -> None:

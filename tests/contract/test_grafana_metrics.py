@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 import tidegate.adapters.metrics
 import tidegate.llm.metrics  # noqa: F401  (registers the gateway's counters)
 from tidegate.adapters.metrics import SystemCollector
+from tidegate.api.event_metrics import DeliveriesCollector
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "tidegate.json"
@@ -37,6 +38,7 @@ def exported() -> dict[str, set[str]]:
     families = list(REGISTRY.collect())
     families += SystemCollector(counts=lambda: {"queued": 1}, queues=_Stats,
                                 lanes=lambda: [_lane()]).collect()
+    families += DeliveriesCollector(lambda: {"delivered": 1}).collect()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
                 "gauge": ("",), "summary": ("_count", "_sum")}
     names: dict[str, set[str]] = {}

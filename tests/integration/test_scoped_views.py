@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import uvicorn
@@ -200,6 +201,50 @@ def test_a_revoked_keys_open_stream_is_closed(env) -> None:
             rest = list(lines)  # the server ends the stream
             assert time.monotonic() - started < 3
         assert any('"unauthorized"' in line for line in rest), rest
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_me_names_the_keys_tenant_and_scope_and_jobs_carry_their_tenant(env) -> None:
+    client, h, _, _ = env
+    assert client.get("/v1/me", headers=h["zeta"]).json() == {
+        "tenant": "zeta", "scope": "read", "key_id": ANY}
+    assert client.get("/v1/me", headers=h["admin"]).json()["scope"] == "admin"
+    assert client.get("/v1/me").status_code == 401
+    job = client.post("/v1/jobs", json={"type": "echo"}, headers=h["acme"]).json()
+    assert client.get(f"/v1/jobs/{job['job_id']}", headers=h["acme"]).json()["tenant"] == "acme"
+    assert [j["tenant"] for j in client.get("/v1/jobs", headers=h["admin"]).json()["jobs"]] \
+        == ["acme"]
+
+
+def test_an_admins_event_stream_follows_every_tenant_and_a_tenants_only_its_own(env) -> None:
+    import httpx
+
+    from .live_api import read_events
+
+    client, h, settings, _ = env
+    beta = create_key(client.app.state.container.store, tenant="beta",
+                      secret=settings.secret_key)[0]
+    a = client.post("/v1/jobs", json={"type": "echo"}, headers=h["acme"]).json()["job_id"]
+    b = client.post("/v1/jobs", json={"type": "echo"},
+                    headers={"Authorization": f"Bearer {beta}"}).json()["job_id"]
+    url, server, thread = _serve(create_app(settings))
+    try:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            http.headers.update(h["admin"])
+            seen = read_events(http, "/v1/events", last_event_id=0, stop_after=2, timeout_s=10)
+            assert {(e["job_id"], e["tenant"]) for e in seen} == {(a, "acme"), (b, "beta")}
+            http.headers.update(h["acme"])
+            own = read_events(http, "/v1/events", last_event_id=0, stop_after=1, timeout_s=10)
+            assert [e["job_id"] for e in own] == [a]
+            # live too: the admin's stream gets a later event of either tenant
+            http.headers.update(h["admin"])
+            head = seen[-1]["id"]
+            client.delete(f"/v1/jobs/{b}", headers={"Authorization": f"Bearer {beta}"})
+            live = read_events(http, "/v1/events", last_event_id=head, stop_after=1,
+                               timeout_s=10)
+            assert live[0]["job_id"] == b and live[0]["tenant"] == "beta"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

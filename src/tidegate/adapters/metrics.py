@@ -18,6 +18,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -48,6 +49,10 @@ http_requests = Counter("tidegate_http_requests_total", "HTTP requests answered,
 http_seconds = Histogram("tidegate_http_request_duration_seconds", "Time to answer an HTTP "
                          "request (streams: to their first byte), by route and method",
                          ["route", "method"], buckets=HTTP_BUCKETS)
+
+# Summed over the live processes in multiprocess mode (Gunicorn's workers each serve streams).
+event_streams_open = Gauge("tidegate_event_streams_open", "Server-sent event streams open",
+                           multiprocess_mode="livesum")
 
 # -- workers ----------------------------------------------------------------------------------
 jobs_completed = Counter("tidegate_jobs_completed_total", "Jobs that succeeded, by type",

@@ -24,7 +24,7 @@ from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
 from .event_hub import EventHub
-from .event_metrics import DeliveriesCollector, StreamsCollector
+from .event_metrics import DeliveriesCollector
 from .request_metrics import RequestMetricsMiddleware
 from .routes import (
     admin,
@@ -60,7 +60,6 @@ class ApiContainer(Container):
         registry.register(SystemCollector(counts=self.store.count_by_status,
                                           queues=self.queue_inspector.stats,
                                           lanes=lambda: lane_report(self.limiter)))
-        registry.register(StreamsCollector(lambda: self.__dict__.get("event_hub")))
         registry.register(DeliveriesCollector(self.webhook_store.counts))
         return registry
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..adapters.metrics import event_streams_open
 from ..adapters.sql.events import Event, EventLog
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ QUEUE_MAX = 1000
 class Subscription:
     match: Callable[[Event], bool]
     head: int  # every matching event after this id comes through the queue
-    index: str  # "job:<id>" or "tenant:<name>": the hub looks at these subscriptions only
+    index: str  # "job:<id>", "tenant:<name>" or "all": the hub looks at these subscriptions only
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     overflowed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,11 +86,14 @@ class EventHub:
     # -- subscriptions ----------------------------------------------------------------------
     def subscribe(self, match: Callable[[Event], bool], *, job_id: str | None = None,
                   tenant: str | None = None) -> Subscription:
-        """Events of ``job_id`` (or of ``tenant``) for which ``match`` holds."""
-        index = f"job:{job_id}" if job_id is not None else f"tenant:{tenant}"
+        """Events of ``job_id`` (or of ``tenant``; neither: of every job) for which ``match``
+        holds."""
+        index = (f"job:{job_id}" if job_id is not None
+                 else f"tenant:{tenant}" if tenant is not None else "all")
         sub = Subscription(match, self.head, index)
         self._subs.setdefault(index, set()).add(sub)
         self._count += 1
+        event_streams_open.inc()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -98,6 +102,7 @@ class EventHub:
             return
         subs.discard(sub)
         self._count -= 1
+        event_streams_open.dec()
         if not subs:
             del self._subs[sub.index]
 
@@ -180,7 +185,8 @@ class EventHub:
 
     def _dispatch(self, event: Event) -> None:
         for sub in [*self._subs.get(f"job:{event['job_id']}", ()),
-                    *self._subs.get(f"tenant:{event['tenant']}", ())]:
+                    *self._subs.get(f"tenant:{event['tenant']}", ()),
+                    *self._subs.get("all", ())]:
             if sub.overflowed or event["id"] <= sub.head or not sub.match(event):
                 continue
             try:

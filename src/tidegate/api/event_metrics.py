@@ -1,25 +1,12 @@
-"""Prometheus collectors for the event streams and the webhook outbox, read at scrape time."""
+"""Prometheus collector for the webhook outbox, read at scrape time. (Open event streams are
+``tidegate_event_streams_open`` in adapters.metrics, counted by the hub.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-
-class StreamsCollector:
-    """``tidegate_event_streams_open``: event streams this API process serves now."""
-
-    def __init__(self, hub: Callable[[], Any]) -> None:
-        self._hub = hub
-
-    def collect(self) -> Iterator[Any]:
-        hub = self._hub()
-        gauge = GaugeMetricFamily("tidegate_event_streams_open",
-                                  "Server-sent event streams open on this API process")
-        gauge.add_metric([], hub.open_streams if hub is not None else 0)
-        yield gauge
+from prometheus_client.core import CounterMetricFamily
 
 
 class DeliveriesCollector:

@@ -147,6 +147,7 @@ class JobAccepted(BaseModel):
 class JobPublic(BaseModel):
     job_id: str
     type: str
+    tenant: str
     status: str
     priority: str
     progress: int
@@ -166,7 +167,8 @@ class JobPublic(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobPublic:
         return cls(
-            job_id=job.id, type=job.type, status=job.status.value, priority=job.priority.value,
+            job_id=job.id, type=job.type, tenant=job.tenant, status=job.status.value,
+            priority=job.priority.value,
             progress=job.progress, message=job.message, result=job.result,
             error=ErrorPublic(**job.error) if job.error else None, attempts=job.attempts,
             max_attempts=job.max_attempts,
@@ -174,6 +176,13 @@ class JobPublic(BaseModel):
             metadata=job.metadata, cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             expires_at=job.expires_at)
+
+
+class Me(BaseModel):
+    """Who the caller's key is: its tenant and scope."""
+    tenant: str
+    scope: str
+    key_id: str | None = Field(None, description="None when TIDEGATE_AUTH=off")
 
 
 class JobList(BaseModel):

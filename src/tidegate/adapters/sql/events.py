@@ -52,10 +52,13 @@ class EventLog:
         return self._fetch(*where, limit=limit)
 
     @_guard
-    def for_tenant(self, tenant: str, *, after_id: int, upto_id: int | None = None,
+    def for_tenant(self, tenant: str | None, *, after_id: int, upto_id: int | None = None,
                    type: str | None = None, status: str | None = None,
                    limit: int = 1000) -> list[Event]:
-        where = [job_events.c.tenant == tenant, job_events.c.id > after_id]
+        """Events of ``tenant``'s jobs (None: every tenant's) after ``after_id``."""
+        where = [job_events.c.id > after_id]
+        if tenant is not None:
+            where.append(job_events.c.tenant == tenant)
         if upto_id is not None:
             where.append(job_events.c.id <= upto_id)
         if type is not None:

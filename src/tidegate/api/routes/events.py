@@ -179,25 +179,26 @@ async def tenant_events(request: Request, container: ContainerDep, caller: Reade
                         last_event_id: Annotated[str | None, Header(
                             description="resume strictly after this event id")] = None,
                         ) -> EventSourceResponse:
-    """All events of the caller's jobs, live (or after `Last-Event-ID`, then live). Never
-    ends by itself."""
+    """All events of the caller's jobs (an admin key: every tenant's), live (or after
+    `Last-Event-ID`, then live). Never ends by itself."""
     after = _after(last_event_id)
-    tenant = caller.tenant
+    owner = caller.owner
     if status is not None and status not in {s.value for s in Status}:
         raise InvalidRequest(f"status: one of {', '.join(s.value for s in Status)}")
 
     def match(e: Event) -> bool:
-        return (e["tenant"] == tenant and (type is None or e["type"] == type)
+        return ((owner is None or e["tenant"] == owner) and (type is None or e["type"] == type)
                 and (status is None or e["status"] == status))
 
-    slot = await run_in_threadpool(take_stream_slot, container, tenant)
+    # The slot counts against the caller's own tenant, whichever tenants it watches.
+    slot = await run_in_threadpool(take_stream_slot, container, caller.tenant)
     hub = await _hub(request)
-    sub = hub.subscribe(match, tenant=tenant)
+    sub = hub.subscribe(match, tenant=owner)
     log = container.event_log
     settings = container.settings
     return _response(request, _stream(
         hub, sub, after=after,
-        backlog=lambda a, u: log.for_tenant(tenant, after_id=a, upto_id=u, type=type,
+        backlog=lambda a, u: log.for_tenant(owner, after_id=a, upto_id=u, type=type,
                                             status=status, limit=PAGE),
         retry_ms=settings.stream_retry_ms, recheck_s=settings.stream_recheck_s,
         key_valid=_key_check(container, caller), ends_with_terminal=False,

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ...adapters.metrics import exposition, process_registry
 from ...core.errors import Unauthorized, Unavailable
 from ..deps import ContainerDep, Reader
-from ..schemas import AUTH_ERRORS, QueueDepth, QueuesReport, WorkerInfo, error_responses
+from ..schemas import AUTH_ERRORS, Me, QueueDepth, QueuesReport, WorkerInfo, error_responses
 
 router = APIRouter(tags=["system"])
 
@@ -37,6 +37,13 @@ def readyz(container: ContainerDep) -> JSONResponse:
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
                         status_code=200 if ok else 503)
+
+
+@router.get("/v1/me", response_model=Me, responses=AUTH_ERRORS)
+def me(caller: Reader) -> Me:
+    """The tenant and scope of the key this request carries (the dashboard shows admin-only
+    columns and actions by it)."""
+    return Me(tenant=caller.tenant, scope=caller.scope, key_id=caller.key_id)
 
 
 @router.get("/metrics", response_class=PlainTextResponse,

@@ -1,10 +1,14 @@
 // The REST routes, with the API key from this browser session (never in a URL).
 const KEY = "tidegate.api_key";
+const ME = "tidegate.me";
 
 export const session = {
   get key() { return sessionStorage.getItem(KEY); },
-  set(key) { sessionStorage.setItem(KEY, key); },
-  clear() { sessionStorage.removeItem(KEY); },
+  // Who the key is (GET /v1/me): {tenant, scope}. Admin keys see every tenant's jobs.
+  get me() { return JSON.parse(sessionStorage.getItem(ME) || "null"); },
+  get admin() { return (this.me || {}).scope === "admin"; },
+  set(key, me) { sessionStorage.setItem(KEY, key); sessionStorage.setItem(ME, JSON.stringify(me)); },
+  clear() { sessionStorage.removeItem(KEY); sessionStorage.removeItem(ME); },
 };
 
 export class ApiError extends Error {

@@ -29,8 +29,8 @@ function signIn() {
     e.preventDefault();
     msg.textContent = "";
     try {
-      await api("/v1/jobs?limit=1", { key: key.value.trim() });
-      session.set(key.value.trim());
+      const me = await api("/v1/me", { key: key.value.trim() });
+      session.set(key.value.trim(), me);
       if (!location.hash || location.hash === "#/signin") location.hash = "#/jobs";
       route();
     } catch (err) {
@@ -49,6 +49,8 @@ function route() {
   if (stopPage) { stopPage(); stopPage = null; }
   if (!session.key) { signIn(); return; }
   nav.hidden = false;
+  const me = session.me;
+  document.getElementById("who").textContent = me ? `${me.tenant} · ${me.scope}` : "";
   const hash = location.hash || "#/jobs";
   for (const a of nav.querySelectorAll("a")) {
     const href = a.getAttribute("href");

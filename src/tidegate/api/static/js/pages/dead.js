@@ -1,5 +1,5 @@
 // Dead letters: the failed jobs, each replayable, or all of those shown at once.
-import { api, qs } from "../api.js";
+import { api, qs, session } from "../api.js";
 import { fill, h, toast } from "../dom.js";
 import { follow } from "../live.js";
 import { errorLine, jobsTable } from "./common.js";
@@ -25,7 +25,7 @@ export function deadPage(root) {
       all.disabled = !shown.length;
       all.textContent = `Replay all shown (${shown.length})`;
       fill(body, shown.length ? jobsTable(page.jobs, {
-        tenants: page.jobs.some((j) => j.tenant !== undefined),
+        tenants: session.admin,
         extra: (j) => h("span", {}, h("span", { class: "error" }, j.error ? `${j.error.code} ` : ""),
           h("button", { type: "button", class: "secondary replay", onclick: () => replay([j.job_id]) }, "Replay")),
       }) : h("p", { class: "muted" }, "No failed jobs."));

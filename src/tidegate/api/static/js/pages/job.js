@@ -1,5 +1,5 @@
 // One job: status, progress, timeline, LLM calls, the result, its error, Cancel and Retry.
-import { api } from "../api.js";
+import { api, session } from "../api.js";
 import { fill, h, toast } from "../dom.js";
 import { count, duration, localClock, localTime, seconds, tokens, usd } from "../format.js";
 import { followJob, TERMINAL } from "../live.js";
@@ -102,6 +102,7 @@ export function jobPage(root, jobId) {
       job.error ? h("div", { class: "card error", role: "alert" }, h("strong", {}, job.error.code), `: ${job.error.message}`) : null,
       h("dl", { class: "card grid" },
         h("div", {}, h("dt", {}, "Priority"), h("dd", {}, job.priority)),
+        session.admin && h("div", {}, h("dt", {}, "Tenant"), h("dd", {}, job.tenant)),
         h("div", {}, h("dt", {}, "Attempts"), h("dd", {}, `${job.attempts} of ${job.max_attempts}`)),
         h("div", {}, h("dt", {}, "Created"), h("dd", {}, localTime(job.created_at))),
         h("div", {}, h("dt", {}, "Started"), h("dd", {}, localTime(job.started_at))),
