@@ -165,7 +165,10 @@ def explain(url: str) -> None:
                       "ORDER BY created_at DESC, id DESC LIMIT 51",
         "dead letters": "SELECT id FROM tg_jobs WHERE tenant = 'bench' AND status = 'failed' "
                         "ORDER BY created_at DESC, id DESC LIMIT 51",
-        "counts": "SELECT status, count(*) FROM tg_jobs GROUP BY status",
+        # What /v1/queues and /metrics count with: the trigger-kept counts (migration 0006).
+        "counts": "SELECT status, sum(n) FROM (SELECT status, n FROM tg_job_counts "
+                  "WHERE tenant = 'bench' UNION ALL SELECT status, delta FROM "
+                  "tg_job_count_deltas WHERE tenant = 'bench') AS c GROUP BY status",
     }
     with engine.connect() as conn:
         for name, q in queries.items():

@@ -47,6 +47,10 @@ def _money_migrates(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         rows = dict(conn.execute(sa.text("SELECT id, cost_nano_usd FROM tg_jobs")).all())
     assert rows == {"j1": 123_457, "j2": 12_500_000_000}
+    # The jobs that were there before the counts existed are counted (0006).
+    from tidegate.adapters.sql import SqlJobStore
+
+    assert SqlJobStore(engine).count_by_status(tenant="t")["succeeded"] == 2
 
 
 def test_sqlite_money_becomes_exact_nano_dollars(sqlite_url: str) -> None:

@@ -211,6 +211,43 @@ def test_count_by_status(store) -> None:
     assert counts["queued"] == 1 and counts["succeeded"] == 0
 
 
+def test_counts_follow_every_transition_and_the_purge(store) -> None:
+    """The counts /v1/queues and /metrics show stay equal to the jobs themselves through
+    submits, claims, ends, cancels, requeues, a purge and the sweep's fold."""
+    ids: list[str] = []
+    for tenant in ("acme", "zeta", "acme", "acme", "zeta", "acme", "zeta", "acme"):
+        ids.append(store.create(make_job(tenant=tenant))[0].id)
+    store.create(make_job(tenant="acme", key="k"))
+    store.create(make_job(tenant="acme", key="k"))  # the same job again: no new count
+    for job_id in ids[:6]:
+        store.claim(job_id, owner="w", lease_s=30)
+    store.finish(ids[0], attempt=1, status=Status.SUCCEEDED, result={})
+    store.finish(ids[1], attempt=1, status=Status.FAILED, error_code="x", error_message="y")
+    store.fold_counts()
+    store.requeue(ids[2], from_status=Status.RUNNING, attempt=1)
+    store.request_cancel(ids[6], tenant=None)  # a queued job: cancelled at once
+    store.finish(ids[3], attempt=1, status=Status.SUCCEEDED, result={})
+    set_columns(store, ids[3], finished_at=utcnow() - timedelta(days=30))
+    assert store.purge(finished_before=utcnow() - timedelta(days=1),
+                       failed_before=utcnow() - timedelta(days=1)) == 1
+
+    def truth(tenant: str | None) -> dict[str, int]:
+        counts = {s.value: 0 for s in Status}
+        for t in ("acme", "zeta"):
+            if tenant in (None, t):
+                for job in store.list(tenant=t, limit=100).jobs:
+                    counts[job.status.value] += 1
+        return counts
+
+    for _ in range(2):
+        for tenant in ("acme", "zeta", None):
+            assert store.count_by_status(tenant=tenant) == truth(tenant), tenant
+        assert store.count_waiting("acme") == truth("acme")["queued"] + truth("acme")[
+            "retrying"]
+        assert store.count_running("acme") == truth("acme")["running"]
+        store.fold_counts()  # the same after the deltas are folded
+
+
 def test_edges_outside_the_state_machine_are_refused(store) -> None:
     job, _ = store.create(make_job())
     with pytest.raises(ValueError, match="no transition from succeeded to queued"):
@@ -411,3 +448,28 @@ def test_expire_leases_of_one_owner(store) -> None:
     assert store.expire_leases_of("host/3") == 0
     got = store.get(alive.id)
     assert got.status is Status.RUNNING and got.lease_expires_at > store.now()
+
+
+def test_concurrent_transitions_keep_the_counts_exact_and_never_deadlock(pg_store) -> None:
+    """16 threads move 160 jobs of two tenants through claim, requeue and finish while the
+    sweep's fold runs beside them: no transition waits on another's count, and the counts end
+    equal to the rows."""
+    store = pg_store
+    ids = [store.create(make_job(tenant=("acme", "zeta")[i % 2]))[0].id for i in range(160)]
+
+    def life(job_id: str) -> None:
+        store.claim(job_id, owner="w", lease_s=30)
+        store.requeue(job_id, from_status=Status.RUNNING, attempt=1)
+        store.claim(job_id, owner="w", lease_s=30)
+        store.finish(job_id, attempt=2, status=Status.SUCCEEDED, result={})
+
+    with ThreadPoolExecutor(16) as pool:
+        folds = [pool.submit(store.fold_counts) for _ in range(10)]
+        list(pool.map(life, ids))
+        for fold in folds:
+            fold.result()
+    assert store.count_by_status(tenant="acme")["succeeded"] == 80
+    assert store.count_by_status()["succeeded"] == 160
+    assert sum(store.count_by_status().values()) == 160
+    store.fold_counts()
+    assert store.count_by_status() == {**{s.value: 0 for s in Status}, "succeeded": 160}

@@ -123,6 +123,11 @@ class JobStore(Protocol):
         """Jobs per status: one tenant's, or every tenant's (None)."""
         ...
 
+    def fold_counts(self) -> int:
+        """Housekeeping the counts above may need (the SQL store folds the deltas its triggers
+        append on PostgreSQL); the sweep calls it. Returns how many count rows it touched."""
+        ...
+
     def count_waiting(self, tenant: str) -> int:
         """The tenant's queued and retrying jobs (the max-queued limit)."""
         ...

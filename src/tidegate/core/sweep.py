@@ -75,6 +75,7 @@ class Sweeper:
             else:
                 report.dispatch_failed += 1
                 break  # the broker is down; try again next sweep
+        self.store.fold_counts()
         if any((report.requeued, report.worker_lost, report.redispatched, report.cancelled,
                 report.expired)):
             log.info("sweep: %s", report)

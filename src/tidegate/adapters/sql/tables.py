@@ -80,6 +80,26 @@ jobs = sa.Table(
     sa.Index("ix_tg_jobs_status_finished", "status", "finished_at"),
 )
 
+# Jobs by tenant and status, kept by database triggers on tg_jobs (migration 0006), so that
+# the queue and metrics views never count a million rows. On PostgreSQL a transition appends a
+# delta row (appends never wait on one another, so concurrent transitions cannot deadlock on a
+# shared counter) and the sweep folds the deltas into tg_job_counts; a count is both summed.
+# SQLite has one writer at a time: its triggers update tg_job_counts directly.
+job_counts = sa.Table(
+    "tg_job_counts", metadata,
+    sa.Column("tenant", sa.String(100), primary_key=True),
+    sa.Column("status", sa.String(16), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+job_count_deltas = sa.Table(
+    "tg_job_count_deltas", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("delta", sa.BigInteger, nullable=False),
+)
+
 job_events = sa.Table(
     "tg_job_events", metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
