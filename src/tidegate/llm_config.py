@@ -120,6 +120,8 @@ class LLMConfig(BaseModel):
     lanes: dict[str, LaneLimits] = Field(default_factory=dict)
     jobs: dict[str, JobModels] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
+    # Periodic jobs, checked against the job types by the scheduler (core/schedules.py).
+    schedules: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> LLMConfig:

@@ -14,12 +14,14 @@ from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
 from .adapters.event_bus import EventPublisher
 from .adapters.sql import SqlJobStore, make_engine
+from .adapters.sql.schedules import SqlScheduleStore
 from .adapters.sql.webhooks import WebhookStore
 from .adapters.webhook_secrets import SecretBox
 from .config import Settings
 from .core.dispatch_marks import DispatchMarks
-from .core.errors import ConfigurationError
+from .core.errors import ConfigurationError, InvalidInput
 from .core.registry import Registry
+from .core.schedules import Schedule, settings_schedules
 from .core.service import JobService
 from .core.spending import Spending
 from .core.tenants import TenantGate
@@ -93,6 +95,23 @@ class Container:
                           secret=self.settings.secret_key,
                           validation_context={LLM_CONFIG: self.llm_config},
                           gate=self.tenant_gate, marks=self.dispatch_marks)
+
+    @cached_property
+    def schedule_store(self) -> SqlScheduleStore:
+        return SqlScheduleStore(self.store)
+
+    def settings_schedules(self) -> list[Schedule]:
+        """The settings file's ``[schedules]``, validated against the job types."""
+        from .jobs.common import LLM_CONFIG
+
+        try:
+            return settings_schedules(
+                self.llm_config.schedules, registry=self.registry,
+                validation_context={LLM_CONFIG: self.llm_config},
+                default_tenant=self.settings.schedule_tenant)
+        except InvalidInput as exc:
+            raise ConfigurationError(f"invalid schedule in the settings file: {exc.message}"
+                                     ) from None
 
     @cached_property
     def state_client(self) -> Any | None:
