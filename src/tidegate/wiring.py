@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -25,6 +26,7 @@ from .core.schedules import Schedule, settings_schedules
 from .core.service import JobService
 from .core.spending import Spending
 from .core.tenants import TenantGate
+from .core.type_limits import TypeLimit, limits_for
 from .llm_config import LLMConfig, LLMConfigError, load_llm_config
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,24 @@ class Container:
         except InvalidInput as exc:
             raise ConfigurationError(f"invalid schedule in the settings file: {exc.message}"
                                      ) from None
+
+    @cached_property
+    def type_gate(self) -> Any | None:
+        """Job types' limits, shared in Redis; None without one (then not enforced)."""
+        from .adapters.type_limits import RedisTypeGate
+
+        client = self.state_client
+        return None if client is None else RedisTypeGate(client)
+
+    def type_limits(self) -> Callable[[str], TypeLimit]:
+        """Each job type's limits: its declaration, with ``[job_limits]`` over it."""
+        overrides = {name: TypeLimit(x.per_minute, x.concurrency)
+                     for name, x in self.llm_config.job_limits.items()}
+        unknown = set(overrides) - set(self.registry.names())
+        if unknown:
+            raise ConfigurationError("job_limits names unknown job type(s): "
+                                     + ", ".join(sorted(unknown)))
+        return limits_for(self.registry, overrides)
 
     @cached_property
     def state_client(self) -> Any | None:
