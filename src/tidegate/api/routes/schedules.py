@@ -109,7 +109,7 @@ def get_schedule(name: str, container: ContainerDep, caller: Reader,
                  tenant: str | None = None) -> SchedulePublic:
     s = container.schedule_store.get_schedule(_tenant_for(caller, tenant), name)
     if s is None:
-        raise NotFound(f"no schedule named {name!r}")
+        raise NotFound("no schedule of this name for this tenant")
     return _public(s)
 
 
@@ -123,7 +123,7 @@ def delete_schedule(name: str, container: ContainerDep, caller: Submitter,
     owner = _tenant_for(caller, tenant)
     s = container.schedule_store.get_schedule(owner, name)
     if s is None:
-        raise NotFound(f"no schedule named {name!r}")
+        raise NotFound("no schedule of this name for this tenant")
     if s.source == "settings":
         raise S.ManagedBySettings(f"schedule {name!r} is defined in the settings file; "
                                   "remove it there")
