@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     redispatch_after_s: float = Field(default=600.0, gt=0)
     retention_days: float = Field(default=7.0, gt=0)
     failed_retention_days: float = Field(default=30.0, gt=0)
+    schedule_grace_s: float = Field(default=300.0, ge=30, description="a schedule's slot "
+                                    "the scheduler reaches this long late still runs; older "
+                                    "ones follow the schedule's `missed` (skip or once)")
+    schedule_tenant: str = Field(default="default", description="the tenant of settings-file "
+                                 "schedules that name none")
     queues_cache_s: float = Field(default=2.0, ge=0)
     log_format: Literal["text", "json"] = Field(default="text", description="`json`: one "
                                                 "JSON object per line, for log shippers")

@@ -97,6 +97,14 @@ class JobModels(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
 
 
+class JobLimits(BaseModel):
+    """A job type's own limits, over what it declares: runs started per minute, runs at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_minute: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
+
+
 class Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = "openai:gpt-4o-mini"
@@ -120,6 +128,10 @@ class LLMConfig(BaseModel):
     lanes: dict[str, LaneLimits] = Field(default_factory=dict)
     jobs: dict[str, JobModels] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
+    # Per job type: runs started per minute and at once, across workers (core/type_limits.py).
+    job_limits: dict[str, JobLimits] = Field(default_factory=dict)
+    # Periodic jobs, checked against the job types by the scheduler (core/schedules.py).
+    schedules: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> LLMConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -14,15 +15,18 @@ from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
 from .adapters.event_bus import EventPublisher
 from .adapters.sql import SqlJobStore, make_engine
+from .adapters.sql.schedules import SqlScheduleStore
 from .adapters.sql.webhooks import WebhookStore
 from .adapters.webhook_secrets import SecretBox
 from .config import Settings
 from .core.dispatch_marks import DispatchMarks
-from .core.errors import ConfigurationError
+from .core.errors import ConfigurationError, InvalidInput
 from .core.registry import Registry
+from .core.schedules import Schedule, settings_schedules
 from .core.service import JobService
 from .core.spending import Spending
 from .core.tenants import TenantGate
+from .core.type_limits import TypeLimit, limits_for
 from .llm_config import LLMConfig, LLMConfigError, load_llm_config
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,41 @@ class Container:
                           secret=self.settings.secret_key,
                           validation_context={LLM_CONFIG: self.llm_config},
                           gate=self.tenant_gate, marks=self.dispatch_marks)
+
+    @cached_property
+    def schedule_store(self) -> SqlScheduleStore:
+        return SqlScheduleStore(self.store)
+
+    def settings_schedules(self) -> list[Schedule]:
+        """The settings file's ``[schedules]``, validated against the job types."""
+        from .jobs.common import LLM_CONFIG
+
+        try:
+            return settings_schedules(
+                self.llm_config.schedules, registry=self.registry,
+                validation_context={LLM_CONFIG: self.llm_config},
+                default_tenant=self.settings.schedule_tenant)
+        except InvalidInput as exc:
+            raise ConfigurationError(f"invalid schedule in the settings file: {exc.message}"
+                                     ) from None
+
+    @cached_property
+    def type_gate(self) -> Any | None:
+        """Job types' limits, shared in Redis; None without one (then not enforced)."""
+        from .adapters.type_limits import RedisTypeGate
+
+        client = self.state_client
+        return None if client is None else RedisTypeGate(client)
+
+    def type_limits(self) -> Callable[[str], TypeLimit]:
+        """Each job type's limits: its declaration, with ``[job_limits]`` over it."""
+        overrides = {name: TypeLimit(x.per_minute, x.concurrency)
+                     for name, x in self.llm_config.job_limits.items()}
+        unknown = set(overrides) - set(self.registry.names())
+        if unknown:
+            raise ConfigurationError("job_limits names unknown job type(s): "
+                                     + ", ".join(sorted(unknown)))
+        return limits_for(self.registry, overrides)
 
     @cached_property
     def state_client(self) -> Any | None:

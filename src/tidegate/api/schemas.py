@@ -163,6 +163,8 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     expires_at: datetime | None = None
+    schedule: str | None = Field(default=None, description="the schedule that created "
+                                 "this job, if one did")
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -175,7 +177,7 @@ class JobPublic(BaseModel):
             usage=UsagePublic.of(job),
             metadata=job.metadata, cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            expires_at=job.expires_at)
+            expires_at=job.expires_at, schedule=job.schedule)
 
 
 class Me(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from . import client, demo, serve
+from . import client, demo, schedules, serve
 
 app = typer.Typer(
     name="tidegate", no_args_is_help=True, add_completion=False,
@@ -15,6 +15,7 @@ app = typer.Typer(
 
 serve.register(app)
 client.register(app)
+schedules.register(app)
 app.command(rich_help_panel="Use")(demo.demo)
 
 

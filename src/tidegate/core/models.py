@@ -102,6 +102,8 @@ class Job:
     # Only on submit: the job's own webhook endpoint, created with the row
     # (``id``, ``url``, ``events`` or None for the default kinds, ``secret`` in plain text).
     webhook: dict[str, Any] | None = None
+    # The name of the schedule that created this job (its tenant's), or None.
+    schedule: str | None = None
 
     @property
     def error(self) -> dict[str, str] | None:

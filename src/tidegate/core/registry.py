@@ -28,6 +28,10 @@ class JobType:
     # How long the job may wait for provider quota in a row before it fails with
     # `quota_timeout`; None: the worker's default (TIDEGATE_MAX_QUOTA_WAIT_S, 1 h).
     max_quota_wait_s: float | None = None
+    # Runs started per minute and runs at once, across all workers (core/type_limits.py);
+    # None: no such limit. The settings file may override both.
+    per_minute: int | None = None
+    concurrency: int | None = None
 
     def validate(self, data: Any, context: Mapping[str, Any] | None = None) -> BaseModel:
         """``context`` reaches the input model's validators (e.g. the loaded LLM settings)."""
@@ -48,17 +52,21 @@ class Registry:
 
     def job_type(self, name: str, *, input_model: type[BaseModel], priority: Priority | str,
                  max_attempts: int = 3, description: str = "",
-                 max_quota_wait_s: float | None = None) -> Callable[[Handler], Handler]:
+                 max_quota_wait_s: float | None = None, per_minute: int | None = None,
+                 concurrency: int | None = None) -> Callable[[Handler], Handler]:
         """Register ``fn`` as the handler of job type ``name``."""
         if max_quota_wait_s is not None and max_quota_wait_s <= 0:
             raise ValueError("max_quota_wait_s must be positive")
+        for what, value in (("per_minute", per_minute), ("concurrency", concurrency)):
+            if value is not None and value < 1:
+                raise ValueError(f"{what} must be 1 or more")
 
         def register(fn: Handler) -> Handler:
             if name in self._types:
                 raise ValueError(f"job type {name!r} is already registered")
             self._types[name] = JobType(name, input_model, Priority(priority), fn,
                                         max_attempts, description or (fn.__doc__ or "").strip(),
-                                        max_quota_wait_s)
+                                        max_quota_wait_s, per_minute, concurrency)
             return fn
 
         return register

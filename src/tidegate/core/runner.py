@@ -30,6 +30,7 @@ from .models import EventNote, Job, TenantSettings, Usage
 from .ports import JobStore
 from .registry import Registry
 from .statuses import WAITING, Status
+from .type_limits import TypeGate, TypeLimit
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,13 @@ class Runner:
     def __init__(self, store: JobStore, registry: Registry, *, worker_id: str,
                  config: RunnerConfig | None = None, services: dict[str, Any] | None = None,
                  time_limit_errors: tuple[type[BaseException], ...] = (),
-                 tenant_settings: Callable[[str], TenantSettings | None] | None = None) -> None:
+                 tenant_settings: Callable[[str], TenantSettings | None] | None = None,
+                 type_gate: TypeGate | None = None,
+                 type_limit: Callable[[str], TypeLimit] | None = None) -> None:
         self.store = store
+        # Job types' own limits (starts a minute, runs at once), shared through ``type_gate``.
+        self.type_gate = type_gate
+        self.type_limit = type_limit
         # A tenant's running cap is checked after each claim (None: no tenant limits).
         self.tenant_settings = tenant_settings
         self.registry = registry
@@ -90,7 +96,46 @@ class Runner:
         cap = self._running_cap(job)
         if cap is not None:
             return replace(self._over_cap(job, cap), job_type=job.type)
-        return replace(self._execute(job), job_type=job.type)
+        limit = self._limit_of(job.type)
+        if limit:
+            wait = self._type_wait(job, limit)
+            if wait is not None:
+                return replace(self._over_type_limit(job, limit, wait), job_type=job.type)
+        try:
+            return replace(self._execute(job), job_type=job.type)
+        finally:
+            if limit.concurrency is not None:
+                self._release_type_slot(job)
+
+    def _limit_of(self, job_type: str) -> TypeLimit:
+        if self.type_gate is None or self.type_limit is None:
+            return TypeLimit()
+        return self.type_limit(job_type)
+
+    def _type_wait(self, job: Job, limit: TypeLimit) -> float | None:
+        """Seconds until the job type's limits let this run start; None: it starts now."""
+        assert self.type_gate is not None
+        try:
+            return self.type_gate.acquire(job.type, job.id, limit)
+        except Exception:  # the shared state is unreachable: run it rather than bounce it
+            log.warning("job type limits of %s not checked", job.type, exc_info=True)
+            return None
+
+    def _release_type_slot(self, job: Job) -> None:
+        assert self.type_gate is not None
+        try:
+            self.type_gate.release(job.type, job.id)
+        except Exception:  # the slot frees itself once unrenewed (SLOT_TTL_S)
+            log.warning("job %s: its %s slot was not released", job.id, job.type,
+                        exc_info=True)
+
+    def _over_type_limit(self, job: Job, limit: TypeLimit, wait_s: float) -> Outcome:
+        """Hand the job back until the type's limit would let it start, without spending
+        its attempt, as a quota wait does."""
+        delay = max(0.05, wait_s) * (1.0 + 0.25 * random.random())  # spread the returns
+        return self._step_back(job, delay, "job_type_limit",
+                               f"job type {job.type!r} may start {limit.describe()}; waiting",
+                               "job type limit")
 
     def _running_cap(self, job: Job) -> int | None:
         """The tenant's running cap if this claim took it over the cap, else None. The count
@@ -113,13 +158,18 @@ class Runner:
         tenant's other jobs hold its running slots (as a quota wait does, but no quota clock
         runs: the tenant's own load is not the provider's)."""
         delay = RUNNING_CAP_DELAY_S * (0.5 + random.random())
+        return self._step_back(job, delay, "tenant_running_cap",
+                               f"tenant {job.tenant!r} runs {cap} jobs at most; waiting for a "
+                               "slot", "tenant running cap")
+
+    def _step_back(self, job: Job, delay: float, code: str, message: str,
+                   reason: str) -> Outcome:
+        """Back to waiting for ``delay`` seconds with the attempt refunded, and an event."""
         written = self._write(
-            job_id=job.id, attempt=job.attempts, status=Status.RETRYING,
-            error_code="tenant_running_cap",
-            error_message=f"tenant {job.tenant!r} runs {cap} jobs at most; waiting for a slot",
-            delay_s=delay, refund_attempt=True,
-            note=EventNote("retrying", {"reason": "tenant running cap", "code":
-                                        "tenant_running_cap", "delay_s": round(delay, 3),
+            job_id=job.id, attempt=job.attempts, status=Status.RETRYING, error_code=code,
+            error_message=message, delay_s=delay, refund_attempt=True,
+            note=EventNote("retrying", {"reason": reason, "code": code,
+                                        "delay_s": round(delay, 3),
                                         "counts_as_attempt": False}))
         return self._outcome(written, delay, job)
 
@@ -325,5 +375,15 @@ class Runner:
             if not ours:
                 ctx.lease_lost.set()
                 return
+            if self._limit_of(ctx.job_type).concurrency is not None:
+                self._renew_type_slot(ctx)
             if cancel:
                 ctx.cancel_event.set()
+
+    def _renew_type_slot(self, ctx: JobContext[Any]) -> None:
+        assert self.type_gate is not None
+        try:
+            self.type_gate.renew(ctx.job_type, ctx.job_id)
+        except Exception:  # the slot has SLOT_TTL_S of slack; try again next beat
+            log.warning("job %s: its %s slot was not renewed", ctx.job_id, ctx.job_type,
+                        exc_info=True)

@@ -92,14 +92,7 @@ class JobService:
         require_storable({**request, "idempotency_key": idempotency_key})
         job_type = self.registry.get(type)
         validated = job_type.validate(input, self.validation_context)
-        if priority is not None:
-            try:
-                prio = Priority(priority)
-            except ValueError:
-                raise InvalidInput(
-                    f"invalid priority {shorten(priority)}; use high, medium or low") from None
-        else:
-            prio = job_type.priority
+        prio = _priority(priority, job_type.priority)
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
         expires_at = self._deadline(deadline_s, expires_at)
@@ -129,6 +122,26 @@ class JobService:
         if created:
             self.dispatch(job)
         return job, created
+
+    def prepare(self, *, tenant: str, type: str, input: Any, priority: str | None,
+                idempotency_key: str | None, schedule: str | None) -> Job:
+        """A scheduled job, validated and passed through the tenant's limits like a submit,
+        but not stored: the schedule store writes it with its slot's run in one transaction,
+        then ``dispatch`` sends it."""
+        job_type = self.registry.get(type)
+        validated = job_type.validate(input, self.validation_context)
+        prio = _priority(priority, job_type.priority)
+        if self.gate is not None:
+            self.gate.check_submit(self.store, tenant=tenant, priority=prio,
+                                   estimate=input_estimate(validated.model_dump(mode="json")))
+        request = {"type": type, "input": input, "priority": priority, "schedule": schedule}
+        now = self.clock()
+        return Job(id=new_job_id(), tenant=tenant, type=type, priority=prio,
+                   input=validated.model_dump(mode="json", exclude_unset=False),
+                   idempotency_key=idempotency_key,
+                   request_fingerprint=request_fingerprint(request),
+                   max_attempts=job_type.max_attempts, created_at=now, updated_at=now,
+                   schedule=schedule)
 
     def _deadline(self, deadline_s: float | None, expires_at: datetime | None) -> datetime | None:
         if deadline_s is not None and expires_at is not None:
@@ -220,3 +233,13 @@ class JobService:
             raise AlreadyTerminal(f"job {job_id!r} changed while being retried")
         self.dispatch(replayed)
         return replayed
+
+
+def _priority(priority: str | None, default: Priority) -> Priority:
+    if priority is None:
+        return default
+    try:
+        return Priority(priority)
+    except ValueError:
+        raise InvalidInput(f"invalid priority {shorten(priority)}; use high, medium or low"
+                           ) from None

@@ -85,7 +85,9 @@ def get_runtime() -> Runtime:
                             config=runner_config(settings),
                             services=build_services(container),
                             time_limit_errors=(SoftTimeLimitExceeded,),
-                            tenant_settings=container.tenant_gate.settings)
+                            tenant_settings=container.tenant_gate.settings,
+                            type_gate=container.type_gate,
+                            type_limit=container.type_limits())
             _runtime = Runtime(container, runner, os.getpid())
         return _runtime
 

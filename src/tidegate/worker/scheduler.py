@@ -1,4 +1,9 @@
-"""`tidegate beat`: runs the sweep and the retention purge on a schedule, as the only leader.
+"""`tidegate beat`: as the only leader, runs the schedules' due slots, the sweep and the
+retention purge.
+
+Each due slot of a schedule becomes one job, written with its (schedule, slot) run row in one
+transaction (adapters/sql/schedules.py): the leader lock keeps a second scheduler idle, and
+the run row's key makes a slot run once even when two briefly both believe they lead.
 
 The maintenance runs in this process rather than as Celery tasks, so that it still works
 when every worker is busy, crashed or stopped: that is exactly when the sweep is needed.
@@ -23,6 +28,7 @@ from ..adapters.redis_keys import BEAT_LEADER
 from ..adapters.webhook_sender import SenderConfig, WebhookSender
 from ..config import Env, Settings
 from ..core.errors import Unavailable
+from ..core.schedules import Schedule, ScheduleRunner, sync_settings
 from ..core.sweep import SweepConfig, Sweeper
 from ..wiring import Container, build_container
 
@@ -53,6 +59,10 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
     webhooks = threading.Thread(target=_send_webhooks, args=(settings, container, leader, stop),
                                 name="webhooks", daemon=True)
     webhooks.start()
+    wanted = container.settings_schedules()  # a wrong entry stops the start, named
+    runner = ScheduleRunner(container.schedule_store, container.service,
+                            grace_s=settings.schedule_grace_s, log=log.warning)
+    synced = False
     tick = min(settings.sweep_interval_s, LIVENESS_TICK_S)
     leading = False
     last_purge = 0.0
@@ -71,6 +81,8 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
                 leading = now_leading
                 watch.reset()
                 (leader.set if leading else leader.clear)()
+            if leading:
+                synced = _run_schedules(runner, wanted, synced)
             if leading and time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + settings.sweep_interval_s
                 try:
@@ -92,6 +104,23 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
             lock.release()
         container.close()
         log.info("scheduler stopped")
+
+
+def _run_schedules(runner: ScheduleRunner, wanted: list[Schedule], synced: bool) -> bool:
+    """One pass over the schedules (the settings file's written first, once); returns
+    whether that file's schedules are in the database."""
+    try:
+        if not synced:
+            sync_settings(runner.store, wanted)
+            synced = True
+        created = runner.run_due()
+        if created:
+            log.info("schedules: %d job(s) created", created)
+    except Unavailable as exc:
+        log.warning("schedules not run this pass: %s", exc.message)
+    except Exception:
+        log.exception("running the schedules failed")
+    return synced
 
 
 def _send_webhooks(settings: Settings, container: Container, leader: threading.Event,

@@ -99,3 +99,10 @@ def _hang(ctx: JobContext[HangInput]) -> Any:
         return {"text": resp.text}
     record(ctx, "end")
     return {"hung_for": ctx.input.hang_s}
+
+
+@registry.job_type("fault_limited", input_model=WorkInput, priority="medium", max_attempts=1,
+                   concurrency=3, per_minute=30)
+def fault_limited(ctx: JobContext[WorkInput]) -> dict[str, Any]:
+    """fault_work with job type limits of its own (the settings may lower them)."""
+    return fault_work(ctx)

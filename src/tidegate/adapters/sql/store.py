@@ -52,7 +52,7 @@ def _row_to_job(r: Any) -> Job:
         lease_expires_at=r.lease_expires_at, not_before=r.not_before,
         dispatched_at=r.dispatched_at, created_at=r.created_at, updated_at=r.updated_at,
         started_at=r.started_at, finished_at=r.finished_at, expires_at=r.expires_at,
-        quota_wait_since=r.quota_wait_since)
+        quota_wait_since=r.quota_wait_since, schedule=getattr(r, "schedule", None))
 
 
 # Reads that show jobs to clients fetch the JSON columns undecoded and decode them here, one
@@ -182,6 +182,21 @@ class SqlJobStore(SqlAccounts):
     # -- jobs ---------------------------------------------------------------------------
     @_guard
     def create(self, job: Job) -> tuple[Job, bool]:
+        try:
+            with self._begin() as conn:
+                created = self.insert_job(conn, job)
+        except sa.exc.IntegrityError:
+            if job.idempotency_key is None:
+                raise
+            existing = self.by_idempotency_key(job.tenant, job.idempotency_key)
+            if existing is None:  # pragma: no cover - the winner's row vanished (purged)
+                raise
+            return existing, False
+        return created, True
+
+    def insert_job(self, conn: sa.Connection, job: Job) -> Job:
+        """Insert the row, its webhook and its `submitted` event in the caller's transaction
+        (the schedule store writes a slot's run beside it)."""
         values = {
             "id": job.id, "tenant": job.tenant, "type": job.type, "status": job.status.value,
             "priority": job.priority.value, "input": job.input, "metadata": job.metadata,
@@ -192,26 +207,18 @@ class SqlJobStore(SqlAccounts):
             "updated_at": job.updated_at, "input_tokens": 0, "output_tokens": 0,
             "cost_nano_usd": 0, "unpriced": False, "late_input_tokens": 0,
             "late_output_tokens": 0, "late_cost_nano_usd": 0,
-            "expires_at": job.expires_at,
+            "expires_at": job.expires_at, "schedule": job.schedule,
         }
-        try:
-            with self._begin() as conn:
-                row = conn.execute(jobs.insert().values(**values).returning(*self._read)).one()
-                if job.webhook:
-                    self._add_job_webhook(conn, job)
-                self._note(conn, job.id, 0, EventNote("submitted",
-                                                      {"priority": job.priority.value}),
-                           job.created_at)
-        except sa.exc.IntegrityError:
-            if job.idempotency_key is None:
-                raise
-            existing = self.by_idempotency_key(job.tenant, job.idempotency_key)
-            if existing is None:  # pragma: no cover - the winner's row vanished (purged)
-                raise
-            return existing, False
+        row = conn.execute(jobs.insert().values(**values).returning(*self._read)).one()
+        if job.webhook:
+            self._add_job_webhook(conn, job)
+        detail: dict[str, Any] = {"priority": job.priority.value}
+        if job.schedule is not None:
+            detail["schedule"] = job.schedule
+        self._note(conn, job.id, 0, EventNote("submitted", detail), job.created_at)
         # RETURNING hands back the row as stored (the version mark_dispatched compares), so
         # there is no second read.
-        return _read_job(row), True
+        return _read_job(row)
 
     def _add_job_webhook(self, conn: sa.Connection, job: Job) -> None:
         from .webhooks import kinds_column

@@ -77,6 +77,8 @@ jobs = sa.Table(
     sa.Column("late_input_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("late_output_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("late_cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
+    # The schedule (of the job's tenant) that created the job.
+    sa.Column("schedule", sa.String(100)),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_tg_jobs_tenant_idempotency"),
     sa.Index("ix_tg_jobs_tenant_created", "tenant", "created_at", "id"),
     sa.Index("ix_tg_jobs_status_lease", "status", "lease_expires_at"),
@@ -219,4 +221,39 @@ usage = sa.Table(
     sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# Periodic jobs (core/schedules.py): from the API, or from the settings file (source).
+schedules = sa.Table(
+    "tg_schedules", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("input", JSONType, nullable=False),
+    sa.Column("cron", sa.String(200)),
+    sa.Column("every_s", sa.Integer),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("priority", sa.String(8)),
+    sa.Column("missed", sa.String(8), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # The latest slot handled (run, refused or skipped); the scheduler starts after it.
+    sa.Column("cursor", UTCDateTime),
+    sa.Column("last_run_at", UTCDateTime),
+    sa.Column("last_slot", UTCDateTime),
+    sa.Column("last_job_id", sa.String(36)),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("tenant", "name", name="uq_tg_schedules_tenant_name"),
+)
+
+# One row per slot a schedule ran (or was refused at): the unique key that makes each slot
+# run once, whichever scheduler gets there, however often.
+schedule_runs = sa.Table(
+    "tg_schedule_runs", metadata,
+    sa.Column("schedule_id", sa.String(36), primary_key=True),
+    sa.Column("slot", UTCDateTime, primary_key=True),
+    sa.Column("job_id", sa.String(36)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )
