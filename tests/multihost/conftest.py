@@ -5,21 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.fault.conftest import pytest_runtest_makereport  # noqa: F401  (rep_setup, rep_call)
 from tests.fault.harness import ProcSet
 
 from .fleet import HOSTS
 from .netns import Network, can_build
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
 
 
 @pytest.fixture

@@ -36,6 +36,9 @@ SETTINGS = {
     "TIDEGATE_HEARTBEAT_S": "0.5",
     "TIDEGATE_SWEEP_INTERVAL_S": "1",
     "TIDEGATE_BROKER_HEARTBEAT_S": "4",
+    # Below the lease: a cut host's open transaction (its COMMIT lost) must not hold the rows
+    # the sweep takes back for longer than the lease itself.
+    "TIDEGATE_DATABASE_IDLE_IN_TRANSACTION_S": "2",
     # The safety net for a message the broker handed to a connection that was dead by then.
     "TIDEGATE_REDISPATCH_AFTER_S": "30",
     "TIDEGATE_JOB_TIME_LIMIT_S": "60",
@@ -115,12 +118,18 @@ def run(request: pytest.FixtureRequest, net: Network, services: Services, tmp: P
     assert wait_until(taken_back, 30), "the cut host's jobs were not taken back"
     figures["cut_jobs"] = len(on_cut)
     figures["taken_back_s"] = round(time.monotonic() - cut_mono, 2)
-    assert wait_until(resumed, 40), "the cut host's jobs did not resume elsewhere"
-    figures["resumed_elsewhere_s"] = round(time.monotonic() - cut_mono, 2)
-    time.sleep(max(0.0, CUT_S - (time.monotonic() - cut_mono)))
+    resumed_s = None
+    while time.monotonic() - cut_mono < CUT_S:
+        if resumed_s is None and wait_until(resumed, 0.1):
+            resumed_s = time.monotonic() - cut_mono
+        time.sleep(0.2)
     net.restore("w1")
     restored_at = fleet.db_now()
     figures["cut_s"] = round(time.monotonic() - cut_mono, 2)
+    if resumed_s is None:
+        assert wait_until(resumed, 40), "the cut host's jobs did not resume elsewhere"
+        resumed_s = time.monotonic() - cut_mono
+    figures["resumed_elsewhere_s"] = round(resumed_s, 2)
 
     # 2. Kill the leading scheduler's host; the other must lead.
     standby = fleet.beats[1 - SCHEDULERS.index(leader)]
