@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # more workers than cores pays off; each gets its own Redis database and RabbitMQ vhost.
 TEST_WORKERS ?= 3
 
-.PHONY: run test test-fast lint bench clean browser bench-tools
+.PHONY: run test test-fast lint bench clean browser bench-tools netns-tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ $(CHROMIUM):
 
 browser: $(BIN)/.installed $(CHROMIUM)
 
+## The multi-host test (tests/multihost) makes network namespaces: it needs iproute2's `ip` and
+## util-linux's `unshare` (and root, which CI has); installed once, when missing.
+netns-tools:
+	@command -v ip >/dev/null && command -v unshare >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  iproute2 util-linux; }
+
 ## Run the whole test suite (unit, contract, integration, end-to-end, fault injection, browser).
-test: lint browser
+test: lint browser netns-tools
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/browser
 	@# The browser tests time a real page: they run alone, once the rest is done.
 	$(BIN)/pytest tests/browser

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     api_key: str | None = Field(default=None, description="the CLI's API key")
 
     database_url: str | None = Field(default=None, description="default: SQLite in data_dir")
+    database_idle_in_transaction_s: float = Field(default=10.0, ge=0, description="PostgreSQL "
+                                                  "ends a session idle inside a transaction "
+                                                  "this long (a vanished client's row locks "
+                                                  "go with it); 0: the server's setting")
     broker_url: str | None = Field(default=None, description="redis:// or amqp://; "
                                    "default: TIDEGATE_REDIS_URL, else the embedded Redis")
     redis_url: str | None = Field(default=None, description="shared state; default: embedded")
@@ -82,6 +86,9 @@ class Settings(BaseSettings):
                                     "long for provider quota in a row fails (quota_timeout), "
                                     "unless its job type sets its own maximum")
     visibility_timeout_s: int = Field(default=7200, ge=60)
+    broker_heartbeat_s: float = Field(default=10.0, ge=0, description="AMQP heartbeat: a "
+                                      "broker connection whose peer is silent for two of "
+                                      "these is dropped on both ends (0: no heartbeats)")
     worker_concurrency: int = Field(default=8, ge=1)
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="a stopping worker lets "

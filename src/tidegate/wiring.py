@@ -42,7 +42,8 @@ class Container:
 
     @cached_property
     def engine(self) -> sa.Engine:
-        return make_engine(self.settings.database, pool_size=self.db_pool_size)
+        return make_engine(self.settings.database, pool_size=self.db_pool_size,
+                           idle_in_transaction_s=self.settings.database_idle_in_transaction_s)
 
     @cached_property
     def store(self) -> SqlJobStore:
@@ -137,13 +138,13 @@ class Container:
     def state_client(self) -> Any | None:
         """The shared-state Redis (rates, budgets, key invalidation); None when the settings
         name none (then tenant rates and budgets are not enforced, and say so)."""
-        import redis
+        from .adapters.redis_client import redis_client
 
         try:
             url = self.settings.state_redis()
         except ConfigurationError:
             return None
-        return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
+        return redis_client(url, socket_timeout=3, socket_connect_timeout=2)
 
     @cached_property
     def tenant_gate(self) -> TenantGate:

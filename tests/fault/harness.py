@@ -190,9 +190,12 @@ def redis_binary() -> str:
 class RedisServer:
     """A private redis-server on a free port (append-only file, so a restart keeps its data)."""
 
-    def __init__(self, procs: ProcSet, root: Path, *, persist: bool = True) -> None:
+    def __init__(self, procs: ProcSet, root: Path, *, persist: bool = True,
+                 host: str = "127.0.0.1", wrap: Callable[[list[str]], list[str]] = list,
+                 port: int | None = None) -> None:
         self.procs = procs
-        self.port = free_port()
+        self.host, self.wrap = host, wrap  # where it listens; how it is started (a netns)
+        self.port = port or free_port()
         self.dir = root / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.persist = persist
@@ -200,17 +203,19 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"redis://{self.host}:{self.port}"
 
     def start(self) -> RedisServer:
-        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.dir), "--save", "", "--protected-mode", "yes",
+        argv = [redis_binary(), "--port", str(self.port), "--bind", self.host,
+                "--dir", str(self.dir), "--save", "",
+                # (a private network's address: no password, so no protected mode there)
+                "--protected-mode", "yes" if self.host == "127.0.0.1" else "no",
                 "--databases", "16", "--loglevel", "warning",
                 "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always"]
-        self.proc = self.procs.start("redis", argv, dict(os.environ))
+        self.proc = self.procs.start("redis", self.wrap(argv), dict(os.environ))
         import redis
 
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
         wait_for(client.ping, 10, f"private redis on {self.port}", every_s=0.05)
         client.close()
         return self
@@ -231,10 +236,12 @@ RABBIT_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 class RabbitServer:
     """A private RabbitMQ node (own name, ports, mnesia and log dirs; no plugins)."""
 
-    def __init__(self, procs: ProcSet, root: Path) -> None:
+    def __init__(self, procs: ProcSet, root: Path, *, host: str = "127.0.0.1",
+                 wrap: Callable[[list[str]], list[str]] = list) -> None:
         if not RABBIT_SERVER.exists() and not shutil.which("rabbitmq-server"):
             missing("rabbitmq-server is not installed; cannot start a private RabbitMQ")
         self.procs = procs
+        self.host, self.wrap = host, wrap
         self.port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
@@ -244,7 +251,7 @@ class RabbitServer:
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq-env.conf").write_text("")
         (self.dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
+            f"listeners.tcp.default = {host}:{self.port}\nloopback_users = none\n")
         self.env = {**os.environ, "HOME": str(self.dir / "home"),
                     "RABBITMQ_NODENAME": f"tgfault{self.port}@localhost",
                     "RABBITMQ_NODE_PORT": str(self.port),
@@ -267,7 +274,7 @@ class RabbitServer:
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        return f"amqp://guest:guest@{self.host}:{self.port}//"
 
     def start(self, timeout_s: float = 40) -> RabbitServer:
         if self.epmd is None or not self.epmd.alive():
@@ -275,10 +282,10 @@ class RabbitServer:
                 (str(p) for p in Path("/usr/lib/erlang").glob("erts-*/bin/epmd")), None)
             if epmd is None:
                 missing("no epmd binary for a private RabbitMQ")
-            self.epmd = self.procs.start("epmd", [str(epmd), "-port", str(self.epmd_port)],
-                                         self.env)
+            self.epmd = self.procs.start(
+                "epmd", self.wrap([str(epmd), "-port", str(self.epmd_port)]), self.env)
         binary = str(RABBIT_SERVER) if RABBIT_SERVER.exists() else "rabbitmq-server"
-        self.proc = self.procs.start("rabbitmq", [binary], self.env, cwd=self.dir)
+        self.proc = self.procs.start("rabbitmq", self.wrap([binary]), self.env, cwd=self.dir)
         from kombu import Connection
 
         def up() -> bool:
@@ -321,7 +328,9 @@ class PgCluster:
     """A private PostgreSQL cluster on its own port and directory (run as `postgres` through
     runuser when the tests run as root, which PostgreSQL refuses to run as)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, host: str = "127.0.0.1",
+                 wrap: Callable[[list[str]], list[str]] = list) -> None:
+        self.host, self.wrap = host, wrap
         bindir = pg_bindir()
         self.as_root = os.geteuid() == 0
         if bindir is None or (self.as_root and not shutil.which("runuser")):
@@ -337,22 +346,25 @@ class PgCluster:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         prefix = ["runuser", "-u", "postgres", "--"] if self.as_root else []
-        return subprocess.run([*prefix, *args], capture_output=True, text=True,
+        return subprocess.run(self.wrap([*prefix, *args]), capture_output=True, text=True,
                               timeout=timeout, cwd=self.root)
 
     def init(self) -> PgCluster:
         res = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
                         "-U", "postgres", "--no-sync", "-E", "UTF8")
         assert res.returncode == 0, res.stderr
+        if self.host != "127.0.0.1":  # initdb trusts loopback only
+            with (self.data / "pg_hba.conf").open("a") as f:
+                f.write(f"host all all {self.host.rsplit('.', 1)[0]}.0/24 trust\n")
         return self
 
-    def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                f"-c max_connections=200")
+    def start(self, extra: str = "") -> None:
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off "
+                f"-c max_connections=200 {extra}")
         res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
                         "-l", str(self.root / "pg.log"), "-w", "-t", "30", "start")
         assert res.returncode == 0, res.stdout + res.stderr

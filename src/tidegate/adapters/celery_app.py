@@ -7,6 +7,7 @@ from kombu import Exchange, Queue
 
 from ..config import Settings
 from ..core.statuses import QUEUES
+from .dead_peer import redis_client_options
 
 RUN_JOB = "tidegate.run_job"
 
@@ -23,6 +24,10 @@ def create_celery(settings: Settings, *, name: str = "tidegate") -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             # Always take from high before medium before low.
             "queue_order_strategy": "priority",
+            # A synchronous command (a publish, an ack) on a connection to a vanished Redis
+            # fails instead of waiting forever; BRPOP's own wait is 1 s, well below.
+            "socket_timeout": 10,
+            **redis_client_options(),
         }
     app.conf.update(
         task_queues=[Queue(q, exchange, routing_key=q) for q in QUEUES],
@@ -48,7 +53,15 @@ def create_celery(settings: Settings, *, name: str = "tidegate") -> Celery:
         broker_transport_options=transport_options,
         broker_connection_timeout=3,
         broker_connection_retry_on_startup=True,
-        broker_heartbeat=30,
+        # Both ends notice a vanished peer after two missed heartbeats: the broker drops the
+        # connection (requeueing its unacknowledged messages), the worker reconnects.
+        broker_heartbeat=settings.broker_heartbeat_s or None,
+        # A worker that comes back from a network cut reconnects under the same node name
+        # while the broker may still hold its old connection: an exclusive control (pidbox)
+        # queue would then refuse the new one (RESOURCE_LOCKED, and Celery stops the worker).
+        # Shared, auto-deleted and expiring instead, it is declared again at once; an
+        # abandoned node's queue goes after control_queue_expires (10 s).
+        control_queue_exclusive=False,
         worker_send_task_events=True,
         task_send_sent_event=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,

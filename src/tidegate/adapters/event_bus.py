@@ -12,6 +12,7 @@ import time
 
 import redis
 
+from .redis_client import redis_client
 from .redis_keys import EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ BACKOFF_S = 5.0
 
 class EventPublisher:
     def __init__(self, url: str, *, channel: str = EVENTS_CHANNEL) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._client = redis_client(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.channel = channel
         self._quiet_until = 0.0
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
+from .redis_client import redis_client
 from .redis_keys import WORKERS_ALIVE
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class LivenessBeacon:
     def __init__(self, url: str, owner: str, *, refresh_s: float = REFRESH_S) -> None:
         self.owner = owner
         self.refresh_s = refresh_s
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
         self.registry = LivenessRegistry(self.client)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)

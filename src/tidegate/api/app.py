@@ -85,10 +85,10 @@ class ApiContainer(Container):
 
     @cached_property
     def limiter(self) -> RedisLimiter:
-        import redis
+        from ..adapters.redis_client import redis_client
 
-        return RedisLimiter(redis.Redis.from_url(self.settings.state_redis(), socket_timeout=3,
-                                                 socket_connect_timeout=2))
+        return RedisLimiter(redis_client(self.settings.state_redis(), socket_timeout=3,
+                                         socket_connect_timeout=2))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

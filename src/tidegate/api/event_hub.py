@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..adapters.dead_peer import tcp_keepalive_options
 from ..adapters.metrics import event_streams_open
 from ..adapters.sql.events import Event, EventLog
 
@@ -124,7 +125,11 @@ class EventHub:
         import redis.asyncio as aioredis
 
         while True:
-            client = aioredis.Redis.from_url(self.redis_url or "", socket_connect_timeout=2)
+            # Keepalives, so that a wake-up channel to a vanished Redis is given up and made
+            # again (the subscription waits on reads with no timeout of its own).
+            client = aioredis.Redis.from_url(self.redis_url or "", socket_connect_timeout=2,
+                                             socket_keepalive=True,
+                                             socket_keepalive_options=tcp_keepalive_options())
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)

@@ -115,16 +115,14 @@ def current() -> Runtime | None:
 
 def build_services(container: Container) -> dict[str, object]:
     """What handlers reach through ``ctx.services``: the LLM gateway and shared Redis."""
-    import redis
-
     from ..adapters.limiter import RedisLimiter
+    from ..adapters.redis_client import redis_client
     from ..core.limits import SERVICE_POLICY
     from ..llm import LLMGateway
     from ..providers import build_providers
 
     settings = container.settings
-    state = redis.Redis.from_url(settings.state_redis(), socket_timeout=10,
-                                 socket_connect_timeout=3, health_check_interval=30)
+    state = redis_client(settings.state_redis(), socket_timeout=10, socket_connect_timeout=3)
     config = container.llm_config
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,

@@ -24,6 +24,7 @@ import redis
 
 from ..adapters.leader import LeaderLock
 from ..adapters.liveness import DeadWorkerWatch, LivenessRegistry
+from ..adapters.redis_client import redis_client
 from ..adapters.redis_keys import BEAT_LEADER
 from ..adapters.webhook_sender import SenderConfig, WebhookSender
 from ..config import Env, Settings
@@ -51,7 +52,7 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
         redispatch_after_s=settings.redispatch_after_s,
         retention_days=settings.retention_days,
         failed_retention_days=settings.failed_retention_days))
-    client = redis.Redis.from_url(settings.state_redis(), socket_timeout=5,
+    client = redis_client(settings.state_redis(), socket_timeout=5,
                                   socket_connect_timeout=3)
     lock = LeaderLock(client, BEAT_LEADER, ttl_s=max(15.0, settings.sweep_interval_s * 3))
     watch = DeadWorkerWatch(LivenessRegistry(client))

@@ -11,6 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from ..dead_peer import IDLE_IN_TRANSACTION_S, dead_client_settings
+
 
 def _private_sqlite_file(path: Path) -> None:
     """Create the database file 0600 (in a 0700 directory if we create that) before SQLite
@@ -24,10 +26,12 @@ def _private_sqlite_file(path: Path) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
+def make_engine(url: str, *, pool_size: int = 5,
+                idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S) -> sa.Engine:
     """``pool_size`` connections are kept, as many again may be opened in a burst; a caller
     that needs more at once waits up to 30 s, then gets sqlalchemy's TimeoutError (which the
-    store reports as Unavailable)."""
+    store reports as Unavailable). On PostgreSQL, a session left inside a transaction for
+    ``idle_in_transaction_s`` is ended by the server (0: the server's setting)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         pool: dict[str, Any] = {}
@@ -48,11 +52,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
             cur.close()
 
         return engine
-    engine = sa.create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
-        # Fail fast when the server is gone, so the API can answer 503 quickly.
-        connect_args={"connect_timeout": 3} if parsed.get_backend_name() == "postgresql" else {},
-    )
+    # Fail fast when the server is gone, so the API can answer 503 quickly; notice within
+    # seconds when it vanishes while connected (keepalives, a user timeout).
+    connect_args = ({"connect_timeout": 3, **dead_client_settings(
+        idle_in_transaction_s=idle_in_transaction_s, options=parsed.query.get("options"))}
+        if parsed.get_backend_name() == "postgresql" else {})
+    engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                              pool_recycle=1800, connect_args=connect_args)
     _ping_when_idle(engine)
     return engine
 
