@@ -70,15 +70,30 @@ def api(host: Annotated[str | None, typer.Option(help="[env: TIDEGATE_HOST]")] =
             "[env: TIDEGATE_API_MAX_REQUESTS_JITTER, default 1000]")] = None,
         access_log: Annotated[str | None, typer.Option(
             help="access log file, '-' for stdout, '' for none "
-            "[env: TIDEGATE_API_ACCESS_LOG, default -]")] = None) -> None:
+            "[env: TIDEGATE_API_ACCESS_LOG, default -]")] = None,
+        server: Annotated[str, typer.Option(
+            help="gunicorn, or uvicorn: one plain Uvicorn process (what `tidegate up` runs)")]
+        = "gunicorn") -> None:
     """Serve the HTTP API: Gunicorn with Uvicorn workers, configured by the package's
     gunicorn.conf.py and these flags. `kill -HUP` on the master reloads gracefully."""
-    from ..api.gunicorn_app import serve
-
+    if server not in ("gunicorn", "uvicorn"):
+        fail(f"unknown --server {server!r}; use gunicorn or uvicorn")
     settings = settings_or_exit(host=host, port=port)
     setup_logging(settings)
     # Workers rebuild Settings from the environment; pass the CLI overrides on.
     os.environ["TIDEGATE_HOST"], os.environ["TIDEGATE_PORT"] = settings.host, str(settings.port)
+    if server == "uvicorn":
+        import uvicorn
+
+        from ..logs import uvicorn_log_config
+
+        uvicorn.run("tidegate.api.app:create_app", factory=True, host=settings.host,
+                    port=settings.port, workers=workers or 1, log_level="info",
+                    timeout_graceful_shutdown=graceful_timeout or 10, proxy_headers=True,
+                    log_config=uvicorn_log_config(settings.log_format))
+        return
+    from ..api.gunicorn_app import serve
+
     host_part = f"[{settings.host}]" if ":" in settings.host else settings.host
     serve(bind=[f"{host_part}:{settings.port}"], workers=workers, timeout=timeout,
           graceful_timeout=graceful_timeout, max_requests=max_requests,
