@@ -105,7 +105,8 @@ def run_up(settings: Settings, *, flower_port: int = 0) -> int:
         simulated = _maybe_simulator(settings, sup, me, env)
         settings = settings.model_copy(update={
             "simulator_url": env.get("TIDEGATE_SIMULATOR_URL", settings.simulator_url)})
-        sup.add("api", [*me, "api"], env)
+        # One plain Uvicorn process: quick to start and to stop with Ctrl-C on a laptop.
+        sup.add("api", [*me, "api", "--server", "uvicorn"], env)
         metrics_port = settings.worker_metrics_port or free_port()
         sup.add("worker", [*me, "worker", "-c", str(settings.worker_concurrency)],
                 {**env, "TIDEGATE_WORKER_METRICS_PORT": str(metrics_port)})

@@ -1,34 +1,73 @@
-"""The HTTP contract over a real SQLite store and a real Redis broker."""
+"""The HTTP contract over a real SQLite store and a real Redis broker, in process and served
+by `tidegate api` (Gunicorn with Uvicorn workers)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.services import REDIS_URL, need
 from tidegate.adapters.sql import SqlJobStore, make_engine
 from tidegate.adapters.sql.migrate import upgrade
+from tidegate.adapters.sql.tables import metadata
 from tidegate.api.app import create_app
+from tidegate.config import Settings
 from tidegate.core.keys import create_key
 
 from .helpers import settings_for
+from .served_api import api_env, gunicorn_api
+
+# On one test process, so that one Gunicorn server serves the module.
+pytestmark = pytest.mark.xdist_group("api-contract")
 
 
-def _client(settings) -> tuple[TestClient, dict[str, str], dict[str, str]]:
+def _keys(settings, *, reset: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     engine = make_engine(settings.database)
     upgrade(engine)
+    if reset:  # a fresh start for each test on a server that outlives it
+        with engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                if table.name != "alembic_version":
+                    conn.execute(table.delete())
     store = SqlJobStore(engine)
     a, _ = create_key(store, tenant="acme", secret=settings.secret_key)
     b, _ = create_key(store, tenant="zeta", secret=settings.secret_key)
     engine.dispose()
+    return {"Authorization": f"Bearer {a}"}, {"Authorization": f"Bearer {b}"}
+
+
+def _client(settings) -> tuple[TestClient, dict[str, str], dict[str, str]]:
+    a, b = _keys(settings)
     client = TestClient(create_app(settings), raise_server_exceptions=False)
-    return client, {"Authorization": f"Bearer {a}"}, {"Authorization": f"Bearer {b}"}
+    return client, a, b
 
 
-@pytest.fixture
-def api(tmp_path: Path, redis_url: str) -> Iterator[tuple[TestClient, dict, dict]]:
+@pytest.fixture(scope="module")
+def gunicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
+    """One `tidegate api` (Gunicorn, two Uvicorn workers) for the module's contract tests."""
+    need(REDIS_URL, 6379, "Redis")
+    data_dir = tmp_path_factory.mktemp("gunicorn-api")
+    settings = settings_for(data_dir, redis_url=REDIS_URL)
+    _keys(settings)  # migrated before the workers start
+    env = api_env(data_dir, database_url=settings.database, redis_url=REDIS_URL)
+    with gunicorn_api(env, workers=2) as (url, _):
+        yield url, settings
+
+
+# The same contract in process (ASGI) and served by `tidegate api` (Gunicorn, real sockets).
+@pytest.fixture(params=["asgi", "gunicorn"])
+def api(request: pytest.FixtureRequest, tmp_path: Path,
+        redis_url: str) -> Iterator[tuple[httpx.Client, dict, dict]]:
+    if request.param == "gunicorn":
+        url, settings = request.getfixturevalue("gunicorn_server")
+        a, b = _keys(settings, reset=True)
+        with httpx.Client(base_url=url, timeout=20) as client:
+            yield client, a, b
+        return
     settings = settings_for(tmp_path, redis_url=redis_url)
     client, a, b = _client(settings)
     with client:

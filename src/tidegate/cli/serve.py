@@ -54,20 +54,52 @@ def up(port: PortOpt = None, data_dir: DataDirOpt = None,
 
 def api(host: Annotated[str | None, typer.Option(help="[env: TIDEGATE_HOST]")] = None,
         port: PortOpt = None,
-        workers: Annotated[int, typer.Option(help="API processes")] = 1) -> None:
-    """Serve the HTTP API (FastAPI on Uvicorn)."""
-    import uvicorn
-
-    from ..logs import uvicorn_log_config
-
+        workers: Annotated[int | None, typer.Option(
+            help="API processes; about one per core [env: WEB_CONCURRENCY, default 1]")] = None,
+        timeout: Annotated[int | None, typer.Option(
+            help="seconds a silent worker lives before Gunicorn replaces it "
+            "[env: TIDEGATE_API_TIMEOUT_S, default 30]")] = None,
+        graceful_timeout: Annotated[int | None, typer.Option(
+            help="seconds open requests get on stop or HUP "
+            "[env: TIDEGATE_API_GRACEFUL_TIMEOUT_S, default 10]")] = None,
+        max_requests: Annotated[int | None, typer.Option(
+            help="recycle a worker after about this many requests, 0: never "
+            "[env: TIDEGATE_API_MAX_REQUESTS, default 10000]")] = None,
+        max_requests_jitter: Annotated[int | None, typer.Option(
+            help="random extra requests per worker, so they don't all recycle at once "
+            "[env: TIDEGATE_API_MAX_REQUESTS_JITTER, default 1000]")] = None,
+        access_log: Annotated[str | None, typer.Option(
+            help="access log file, '-' for stdout, '' for none "
+            "[env: TIDEGATE_API_ACCESS_LOG, default -]")] = None,
+        server: Annotated[str, typer.Option(
+            help="gunicorn, or uvicorn: one plain Uvicorn process (what `tidegate up` runs)")]
+        = "gunicorn") -> None:
+    """Serve the HTTP API: Gunicorn with Uvicorn workers, configured by the package's
+    gunicorn.conf.py and these flags. `kill -HUP` on the master reloads gracefully."""
+    if server not in ("gunicorn", "uvicorn"):
+        fail(f"unknown --server {server!r}; use gunicorn or uvicorn")
     settings = settings_or_exit(host=host, port=port)
     setup_logging(settings)
-    # Child processes rebuild Settings from the environment; pass the CLI overrides on.
+    # Workers rebuild Settings from the environment; pass the CLI overrides on.
     os.environ["TIDEGATE_HOST"], os.environ["TIDEGATE_PORT"] = settings.host, str(settings.port)
-    uvicorn.run("tidegate.api.app:create_app", factory=True, host=settings.host,
-                port=settings.port, workers=workers, log_level="info",
-                timeout_graceful_shutdown=10, proxy_headers=True,
-                log_config=uvicorn_log_config(settings.log_format))
+    if server == "uvicorn":
+        import uvicorn
+
+        from ..logs import uvicorn_log_config
+
+        uvicorn.run("tidegate.api.app:create_app", factory=True, host=settings.host,
+                    port=settings.port, workers=workers or 1, log_level="info",
+                    timeout_graceful_shutdown=graceful_timeout or 10, proxy_headers=True,
+                    log_config=uvicorn_log_config(settings.log_format))
+        return
+    from ..api.gunicorn_app import serve
+
+    host_part = f"[{settings.host}]" if ":" in settings.host else settings.host
+    serve(bind=[f"{host_part}:{settings.port}"], workers=workers, timeout=timeout,
+          graceful_timeout=graceful_timeout, max_requests=max_requests,
+          max_requests_jitter=max_requests_jitter,
+          accesslog=access_log,
+          proc_name="tidegate-api")
 
 
 def worker(queues: Annotated[str, typer.Option(
