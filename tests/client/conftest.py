@@ -11,10 +11,18 @@ from tests.e2e.harness import Up, start_up, stop_up
 
 from .proxy import BreakingProxy
 
+# A lane of one request a minute, for the front door's "not answered in time" 429.
+LLM_SETTINGS = """
+[lanes."openai:gpt-4.1"]
+rpm = 1
+"""
+
 
 @pytest.fixture(scope="session")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    running = start_up(tmp_path_factory.mktemp("up"))
+    tmp = tmp_path_factory.mktemp("up")
+    (tmp / "llm.toml").write_text(LLM_SETTINGS)
+    running = start_up(tmp, {"TIDEGATE_LLM_CONFIG": str(tmp / "llm.toml")})
     try:
         yield running
     finally:

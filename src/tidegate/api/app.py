@@ -34,6 +34,7 @@ from .routes import (
     job_types,
     jobs,
     limits,
+    openai_compat,
     system,
     usage,
     webhooks,
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(aliases.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
+    app.include_router(openai_compat.router)
     dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware)  # outermost: counts the 413s too
