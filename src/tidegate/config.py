@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     events_poll_s: float = Field(default=1.0, gt=0, description="event streams read the "
                                  "table this often even without a Redis wake-up")
     stream_retry_ms: int = Field(default=2000, ge=100, description="the SSE `retry:` hint")
+    openai_max_wait_s: float = Field(default=300.0, gt=0, description="the OpenAI-compatible "
+                                     "endpoints answer 429 (with Retry-After) when a call "
+                                     "has not been answered within this; a request may ask "
+                                     "for less (or more) with `X-Tidegate-Max-Wait`")
     # Cheap: the process's key cache answers, so a revoked key's streams close within a second.
     stream_recheck_s: float = Field(default=1.0, gt=0, description="an open event stream "
                                     "checks its API key again this often")

@@ -34,6 +34,7 @@ from .routes import (
     job_types,
     jobs,
     limits,
+    openai_compat,
     schedules,
     system,
     usage,
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(usage.router)
     app.include_router(schedules.router)
+    app.include_router(openai_compat.router)
     dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware)  # outermost: counts the 413s too

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core import errors as E
+from . import openai_errors
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,19 @@ def status_for(exc: E.TidegateError) -> int:
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(openai_errors.OpenAIError)
+    async def _openai(_: Request, exc: openai_errors.OpenAIError) -> JSONResponse:
+        return openai_errors.error_response(exc)
+
     @app.exception_handler(E.TidegateError)
-    async def _tidegate(_: Request, exc: E.TidegateError) -> JSONResponse:
+    async def _tidegate(request: Request, exc: E.TidegateError) -> JSONResponse:
         status = status_for(exc)
         if isinstance(exc, E.ConfigurationError):  # names files and hosts: for the log only
             log.error("configuration error answering a request: %s", exc.message)
             return error_response(500, exc.code, "the server is misconfigured; see its log")
+        if request.url.path in openai_errors.PATHS:  # the SDKs expect OpenAI's shape
+            return openai_errors.error_response(openai_errors.from_tidegate(
+                status, exc, E.shorten(exc.message, 1000, quote=False)))
         headers = {"Retry-After": "5"} if status == 503 else None
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}

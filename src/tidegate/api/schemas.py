@@ -1,11 +1,15 @@
-"""Request and response bodies, split by purpose (the HTTP contract in DESIGN.md)."""
+"""Request and response bodies, split by purpose (the HTTP contract in DESIGN.md).
+
+The Python client (``tidegate.client``) parses answers with these same models, so this module
+imports only pydantic and the framework-free core: never FastAPI, SQLAlchemy or Celery.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.models import Job
 from ..core.statuses import CELERY_STATES
@@ -244,3 +248,60 @@ class QueuesReport(BaseModel):
     workers: list[WorkerInfo]
     jobs_by_status: dict[str, int]
     cached_at: datetime
+
+
+class JobStreamEvent(BaseModel):
+    """One message of an event stream (`/v1/jobs/{id}/events`, `/v1/events`) and the body of
+    a webhook delivery; ``id`` is the SSE id to resume after (`Last-Event-ID`)."""
+
+    id: int
+    job_id: str
+    type: str
+    tenant: str
+    kind: str = Field(description="submitted, claimed, progress, llm_call, quota_wait, "
+                      "retrying, requeued, handed_back, cancel_requested, replayed, "
+                      "succeeded, failed, cancelled")
+    at: datetime
+    attempt: int
+    status: str = Field(description="the job's status once this event happened")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class LaneReport(BaseModel):
+    """One provider lane (`provider:model`) as the shared limiter sees it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    lane: str
+    limits: dict[str, Any] = Field(description="effective: configured, else learned")
+    configured: dict[str, Any]
+    learned: dict[str, Any]
+    sources: dict[str, str]
+    rate_factor: float
+    usage_1m: dict[str, int]
+    in_flight: int
+    waiting: dict[str, int]
+    paused_until: float | None
+    paused_for_s: float = 0.0
+
+
+class LimitsReport(BaseModel):
+    lanes: list[LaneReport]
+
+
+class UsageLine(BaseModel):
+    tenant: str | None = None
+    type: str | None = None
+    lane: str | None = None
+    day: date | None = None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class UsageReport(BaseModel):
+    start: date
+    end: date
+    group_by: list[str]
+    rows: list[UsageLine]

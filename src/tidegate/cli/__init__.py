@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-import typer
+try:
+    import typer
+except ModuleNotFoundError as exc:  # the client-only install
+    raise SystemExit("the `tidegate` command runs the service: it needs the server extra, "
+                     "`pip install 'tidegate[server]'`") from exc
 
 from . import client, demo, schedules, serve
 

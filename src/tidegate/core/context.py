@@ -1,10 +1,18 @@
-"""What a job handler sees: its input, progress reporting, cancellation and checkpoints."""
+"""What a job handler sees: its input, progress reporting, cancellation and checkpoints.
+
+The stable handler API (documented in docs/job-types.md; names here do not change without a
+deprecation): ``ctx.input``, ``ctx.progress(percent, message)``, ``ctx.llm.complete(...)`` and
+``ctx.llm.embed(...)``, ``ctx.checkpoint(key, step)`` (with ``ctx.save`` / ``ctx.saved``
+underneath), ``ctx.cancelled`` / ``ctx.check()`` / ``ctx.sleep(s)``, and ``ctx.job_id``,
+``ctx.tenant``, ``ctx.job_type``, ``ctx.attempt``, ``ctx.max_attempts``, ``ctx.priority``.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .errors import JobCancelled, JobFailed, LeaseLost, WorkerStopping
@@ -13,6 +21,7 @@ from .models import EventNote, Usage
 from .ports import JobStore
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +200,16 @@ class JobContext(Generic[T]):
                 checkpoint=self._checkpoint, usage_delta=delta, note=note)
         if not ok:
             self._lost(delta)
+
+    def checkpoint(self, key: str, step: Callable[[], V], *, progress: float | None = None,
+                   message: str = "") -> V:
+        """Run ``step`` once for the whole job: if an earlier attempt finished it, return what
+        it saved without running it again; else run it, save its JSON-able result under
+        ``key`` in the job row (with ``progress``, if given), and return it. A retry after a
+        crash therefore resumes at the first unfinished step and pays for no call twice."""
+        if key in self._checkpoint:
+            value: V = self._checkpoint[key]
+            return value
+        value = step()
+        self.save(key, value, progress=progress, message=message)
+        return value

@@ -175,7 +175,11 @@ class JobLLM:
     def complete(self, messages: Sequence[Message | dict[str, str]], *, model: str | None = None,
                  section: str | None = None, max_output_tokens: int = 512,
                  temperature: float | None = None, timeout_s: float = 60.0,
-                 json_output: bool = False, step: str = "call") -> tuple[LLMResponse, CallRecord]:
+                 json_output: bool = False, step: str = "call",
+                 fallback: bool | None = None) -> tuple[LLMResponse, CallRecord]:
+        """One completion. With ``model`` named, only that lane is tried unless ``fallback``
+        is True (then the job type's fallbacks follow it); without, the job type's model and
+        its fallbacks. Returns the response and what the call cost."""
         msgs = tuple(m if isinstance(m, Message) else Message(m["role"], m["content"])
                      for m in messages)
         spec = model or self.default_model(section)
@@ -191,7 +195,8 @@ class JobLLM:
             return provider.complete(req)
 
         resp, record = self._admitted_call(
-            first, explicit=model is not None, step=step, est_in=est_in,
+            first, explicit=model is not None if fallback is None else not fallback,
+            step=step, est_in=est_in,
             est_out=max_output_tokens, timeout_s=timeout_s, call=call,
             usage=lambda r: (r.input_tokens, r.output_tokens))
         return resp, record

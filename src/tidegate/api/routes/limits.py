@@ -10,12 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from ...core.errors import Unavailable
 from ..deps import ContainerDep, Reader
-from ..schemas import AUTH_ERRORS
+from ..schemas import AUTH_ERRORS, LimitsReport
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/v1/limits", responses=AUTH_ERRORS)
+@router.get("/v1/limits", response_model=LimitsReport, responses=AUTH_ERRORS)
 async def limits(container: ContainerDep, caller: Reader) -> dict[str, Any]:
     """Every lane (`provider:model`): its limits (configured or learned from the provider's
     headers), use over the last minute, in-flight calls, waiting jobs by priority, and the

@@ -6,34 +6,15 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from ...adapters.sql.accounts import GROUPS
 from ...core.errors import InvalidInput
 from ..deps import ContainerDep, Reader
-from ..schemas import AUTH_ERRORS, error_responses
+from ..schemas import AUTH_ERRORS, UsageLine, UsageReport, error_responses
 
 router = APIRouter(tags=["usage"], responses=AUTH_ERRORS)
 
 MAX_DAYS = 3660
-
-
-class UsageLine(BaseModel):
-    tenant: str | None = None
-    type: str | None = None
-    lane: str | None = None
-    day: date | None = None
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-
-
-class UsageReport(BaseModel):
-    start: date
-    end: date
-    group_by: list[str]
-    rows: list[UsageLine]
 
 
 @router.get("/v1/usage", response_model=UsageReport,
