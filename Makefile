@@ -53,7 +53,8 @@ lint: $(BIN)/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-## What benchmarks/ needs beyond the tests: wrk (Debian) and the baseline's Flask and Gunicorn.
+## What benchmarks/ needs beyond the tests: wrk (Debian), the baseline's Flask and Gunicorn, and
+## the independent provider mock (llmock).
 bench-tools: $(BIN)/.installed
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; }

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from .. import __version__
 from ..adapters.keycache import KeyAuthority
-from ..adapters.limiter import RedisLimiter
+from ..adapters.limiter import RedisCalibrator, RedisLimiter
 from ..adapters.queues import QueueInspector
 from ..adapters.redis_keys import EVENTS_CHANNEL
 from ..adapters.sql.events import EventLog
@@ -90,6 +90,15 @@ class ApiContainer(Container):
 
         return RedisLimiter(redis_client(self.settings.state_redis(), socket_timeout=3,
                                          socket_connect_timeout=2))
+
+    @cached_property
+    def calibration(self) -> RedisCalibrator:
+        """The lanes' learned token ratios, shown by ``GET /v1/limits``."""
+        import redis
+
+        return RedisCalibrator(redis.Redis.from_url(self.settings.state_redis(),
+                                                    socket_timeout=3, socket_connect_timeout=2),
+                               cache_s=0.0)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

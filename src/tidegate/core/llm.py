@@ -54,6 +54,9 @@ class LLMResponse:
     latency_s: float
     rate_limits: RateLimitInfo = field(default_factory=RateLimitInfo)
     simulated: bool = False
+    # False when the provider sent no usage and the token counts are our own estimate
+    # (some OpenAI-compatible servers): the lane's calibration must not learn from those.
+    usage_reported: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,9 @@ class EmbeddingResponse:
     latency_s: float
     rate_limits: RateLimitInfo = field(default_factory=RateLimitInfo)
     simulated: bool = False
+    # False when the provider sent no usage and the token counts are our own estimate
+    # (some OpenAI-compatible servers): the lane's calibration must not learn from those.
+    usage_reported: bool = True
 
 
 class ProviderError(Exception):

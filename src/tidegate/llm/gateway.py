@@ -32,6 +32,7 @@ from ..core.backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, full_jitter
 from ..core.context import JobContext
 from ..core.errors import JobCancelled, JobFailed, LeaseLost, RetryLater, WorkerStopping
 from ..core.limits import Admission, LaneLimits, Limiter
+from ..core.limits import calibration as cal
 from ..core.llm import (
     EmbeddingResponse,
     LLMRequest,
@@ -107,8 +108,11 @@ class LLMGateway:
 
     def __init__(self, providers: Providers, limiter: Limiter, config: LLMConfig, *,
                  policy: GatewayPolicy | None = None, max_parallel_calls: int = 64,
-                 spending: Spending | None = None) -> None:
+                 spending: Spending | None = None,
+                 calibration: cal.Calibrator | None = None) -> None:
         self.providers = providers
+        # Per-lane learned token ratios; None: reserve the raw chars/4 estimate (unit tests).
+        self.calibration = calibration
         # Tenant budgets and persisted usage; None: neither (unit tests, experiments).
         self.spending = spending
         self.limiter = limiter
@@ -185,6 +189,7 @@ class JobLLM:
         spec = model or self.default_model(section)
         first = self.gw.lane_of(spec)
         est_in = estimate_messages_tokens(msgs)
+        content = cal.classify(m.content for m in msgs)
 
         def call(lane: str) -> LLMResponse:
             provider_name, _, model_name = lane.partition(":")
@@ -198,7 +203,7 @@ class JobLLM:
             first, explicit=model is not None if fallback is None else not fallback,
             step=step, est_in=est_in,
             est_out=max_output_tokens, timeout_s=timeout_s, call=call,
-            usage=lambda r: (r.input_tokens, r.output_tokens))
+            usage=lambda r: (r.input_tokens, r.output_tokens), content=content)
         return resp, record
 
     def embed(self, texts: Sequence[str], *, model: str | None = None,
@@ -220,7 +225,8 @@ class JobLLM:
             resp, record = self._admitted_call(
                 first, explicit=True, step=f"{step}-{i // size}",
                 est_in=sum(estimate_tokens(t) for t in batch), est_out=0,
-                timeout_s=timeout_s, call=call, usage=lambda r: (r.input_tokens, 0))
+                timeout_s=timeout_s, call=call, usage=lambda r: (r.input_tokens, 0),
+                content=cal.classify(batch))
             vectors.extend(resp.vectors)
             if total is None:
                 total = record
@@ -237,8 +243,12 @@ class JobLLM:
     # -- the loop -------------------------------------------------------------------------------
     def _admitted_call(self, first: str, *, explicit: bool, step: str, est_in: int,
                        est_out: int, timeout_s: float, call: Callable[[str], T],
-                       usage: Callable[[T], tuple[int, int]]) -> tuple[T, CallRecord]:
+                       usage: Callable[[T], tuple[int, int]],
+                       content: cal.ContentClass = "prose") -> tuple[T, CallRecord]:
+        """``est_in`` is the raw chars/4 estimate; each lane reserves it as calibrated for
+        ``content`` (see :mod:`tidegate.core.limits.calibration`)."""
         gw, ctx = self.gw, self.ctx
+        raw_in = est_in
         lanes = gw.chain(ctx.job_type, first, explicit=explicit)
         tried: list[str] = []
         index = 0
@@ -249,6 +259,7 @@ class JobLLM:
             if lane not in tried:
                 tried.append(lane)
             limits = gw.ensure_configured(lane)
+            est_in = self._calibrated_input(lane, content, raw_in)
             adm = gw.limiter.acquire(lane, input_tokens=est_in, output_tokens=est_out,
                                      priority=ctx.priority, holder=holder,
                                      ttl_s=timeout_s + gw.policy.reservation_slack_s,
@@ -306,6 +317,7 @@ class JobLLM:
                 raise
             metrics.provider_calls.labels(lane=lane, outcome="ok").inc()
             in_tok, out_tok = usage(result)
+            self._learn(lane, content, result, raw_in, in_tok, est_out, out_tok)
             provider_name, _, model_name = lane.partition(":")
             spent = gw.usage_of(lane, in_tok, out_tok)
             ctx.add_usage(spent)
@@ -338,6 +350,33 @@ class JobLLM:
                 "fallback": lane != lanes[0], "lanes_tried": list(tried),
                 "simulated": record.simulated})
             return result, record
+
+    def _calibrated_input(self, lane: str, content: cal.ContentClass, raw: int) -> int:
+        """The input tokens to reserve: the raw estimate times what the lane learned (or the
+        conservative prior). A calibration store that fails costs accuracy, not the call."""
+        store = self.gw.calibration
+        if store is None:
+            return raw
+        try:
+            learned = store.ratio(lane, "input", content)
+        except Exception:
+            log.warning("calibration of %s unavailable; reserving the prior", lane,
+                        exc_info=True)
+            learned = None
+        return cal.calibrated(raw, cal.reserve_factor(learned, "input", content))
+
+    def _learn(self, lane: str, content: cal.ContentClass, result: Any, raw_in: int,
+               in_tok: int, est_out: int, out_tok: int) -> None:
+        """Teach the lane what its provider counted, when the provider reported usage."""
+        store = self.gw.calibration
+        if store is None or not getattr(result, "usage_reported", True):
+            return
+        try:
+            store.learn(lane, "input", content, estimate=raw_in, actual=in_tok)
+            if est_out:
+                store.learn(lane, "output", content, estimate=est_out, actual=out_tok)
+        except Exception:  # advice only: the settle already charged the real usage
+            log.warning("learning the calibration of %s failed", lane, exc_info=True)
 
     def _reserve_budget(self, lane: str, rid: str, holder: str, est_in: int, est_out: int,
                         timeout_s: float) -> Hold | None:

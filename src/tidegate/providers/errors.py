@@ -14,6 +14,7 @@ Messages carry the vendor's explanation but never request content (prompts are d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -112,6 +113,35 @@ def _google_retry_delay(body: Any) -> float | None:
     return None
 
 
+# Gemini's QuotaFailure names the quota a 429 hit, e.g.
+# "GenerateRequestsPerMinutePerProjectPerModel-FreeTier" with quotaValue "15". Only per-minute
+# quotas are rates the limiter can pace to; per-day ones are left to the pause.
+_GOOGLE_QUOTA_FIELDS = (("InputTokensPerModelPerMinute", "limit_input_tokens"),
+                        ("TokensPerModelPerMinute", "limit_tokens"),
+                        ("RequestsPerMinute", "limit_requests"))
+
+
+def _google_quota_limits(body: Any, limits: RateLimitInfo) -> RateLimitInfo:
+    """``limits`` plus the per-minute quota values a Gemini 429's QuotaFailure names."""
+    err = body.get("error", body) if isinstance(body, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    found: dict[str, int] = {}
+    for d in details if isinstance(details, list) else []:
+        if not (isinstance(d, dict) and str(d.get("@type", "")).endswith("QuotaFailure")):
+            continue
+        for v in d.get("violations") or []:
+            quota_id = str(v.get("quotaId", "")) if isinstance(v, dict) else ""
+            try:
+                value = int(str(v.get("quotaValue", "")))  # type: ignore[union-attr]
+            except ValueError:
+                continue
+            for marker, name in _GOOGLE_QUOTA_FIELDS:
+                if marker in quota_id and value > 0:
+                    found.setdefault(name, value)
+                    break
+    return dataclasses.replace(limits, **found) if found else limits
+
+
 def from_status(provider: str, status: int, message: str, *, body: Any = None,
                 headers: Any = None) -> ProviderError:
     """Classify one HTTP error answer (status, vendor message, body, headers)."""
@@ -120,9 +150,12 @@ def from_status(provider: str, status: int, message: str, *, body: Any = None,
     text = _short(f"{provider} {status}: {message}")
     kw: dict[str, Any] = {"provider": provider, "status": status, "rate_limits": limits}
     if status == 429 or "rate_limit" in code or "RESOURCE_EXHAUSTED" in code:
-        if _NEVER_FITS_RE.search(f"{message} {code}"):
-            return PermanentError(text, **kw)
         wait = _google_retry_delay(body)
+        # Gemini says "You exceeded your current quota" for per-minute quotas too, and then
+        # tells when to come back (RetryInfo): that one is a rate limit.
+        if wait is None and _NEVER_FITS_RE.search(f"{message} {code}"):
+            return PermanentError(text, **kw)
+        kw["rate_limits"] = limits = _google_quota_limits(body, limits)
         return RateLimited(text, retry_after_s=wait if wait is not None else suggested_wait_s(limits),
                            **kw)
     if status >= 500 or status in (408, 409) or status < 400 or "overloaded" in code:

@@ -101,7 +101,8 @@ class GeminiProvider:
             output_tokens=out or estimate_tokens(text),
             model=(last.model_version if last is not None else None) or req.model,
             provider=self.name, latency_s=time.monotonic() - started,
-            rate_limits=self._limits(last), simulated=self.simulated)
+            rate_limits=self._limits(last), simulated=self.simulated,
+            usage_reported=prompt is not None)
 
     def stream(self, req: LLMRequest) -> TextStream:
         started = time.monotonic()
@@ -150,4 +151,4 @@ class GeminiProvider:
         return EmbeddingResponse(vectors=vectors, input_tokens=sum(map(estimate_tokens, texts)),
                                  model=model, provider=self.name,
                                  latency_s=time.monotonic() - started, rate_limits=limits,
-                                 simulated=self.simulated)
+                                 simulated=self.simulated, usage_reported=False)

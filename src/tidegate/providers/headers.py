@@ -1,9 +1,26 @@
 """Parse vendors' rate-limit response headers into :class:`RateLimitInfo`.
 
-OpenAI (and most OpenAI-compatible servers) send ``x-ratelimit-*`` with Go-style durations
-("6m0s", "20ms"); Anthropic sends ``anthropic-ratelimit-*`` with RFC 3339 reset instants; all
-may send ``retry-after`` (seconds or an HTTP-date) and ``retry-after-ms``. Anything missing or
-unparseable becomes ``None``: headers are advice, never a reason to fail a call.
+Dialects (fixtures for each: ``tests/providers/test_header_dialects.py``):
+
+* OpenAI, and the compatible servers that copy it (Groq, LiteLLM's proxy, Cerebras):
+  ``x-ratelimit-limit|remaining|reset-requests|tokens``, resets as Go durations ("1s",
+  "6m0s", "59ms"). Groq's request headers count per day, not per minute: a reset far longer
+  than a minute's refill is dropped where the limiter learns (``core.limits.resync``).
+* Anthropic: ``anthropic-ratelimit-requests|tokens|input-tokens|output-tokens-
+  limit|remaining|reset`` with RFC 3339 reset instants, and ``retry-after``.
+* Azure OpenAI: ``x-ratelimit-remaining-requests|tokens`` (often without limits or resets)
+  and ``retry-after-ms`` beside ``retry-after`` on a 429.
+* Mistral: ``x-ratelimitbysize-limit|remaining-minute``, tokens per minute (the ``-month``
+  pair is a monthly budget, not a rate).
+* OpenRouter and Together: bare ``x-ratelimit-limit|remaining|reset`` over a window they do
+  not name (OpenRouter's is ten seconds; its reset is epoch milliseconds, Together's seconds
+  to wait). No rate is learned from them; when ``remaining`` is 0 the reset is the wait.
+* vLLM, Ollama, a plain LiteLLM: nothing; then Tidegate learns only from 429s.
+* Gemini sends no rate-limit headers; its 429 carries ``RetryInfo`` in the error body
+  (``providers.errors``).
+
+All may send ``retry-after`` (seconds or an HTTP-date) and ``retry-after-ms``. Anything
+missing or unparseable becomes ``None``: headers are advice, never a reason to fail a call.
 """
 
 from __future__ import annotations
@@ -112,15 +129,48 @@ def parse_rate_limit_headers(headers: Mapping[str, str] | Any, now: float | None
     retry_after = parse_retry_after(h, now)
     if any(k.startswith("anthropic-ratelimit-") for k in h):
         return _anthropic(h, now, retry_after)
+    limit_tokens = _int(h.get("x-ratelimit-limit-tokens"))
+    remaining_tokens = _int(h.get("x-ratelimit-remaining-tokens"))
+    if limit_tokens is None and remaining_tokens is None:  # Mistral: tokens per minute
+        limit_tokens = _int(h.get("x-ratelimitbysize-limit-minute"))
+        remaining_tokens = _int(h.get("x-ratelimitbysize-remaining-minute"))
+    if retry_after is None:
+        retry_after = _unnamed_window_wait(h, now)
     return RateLimitInfo(
         limit_requests=_int(h.get("x-ratelimit-limit-requests")),
         remaining_requests=_int(h.get("x-ratelimit-remaining-requests")),
         reset_requests_s=parse_duration(h.get("x-ratelimit-reset-requests")),
-        limit_tokens=_int(h.get("x-ratelimit-limit-tokens")),
-        remaining_tokens=_int(h.get("x-ratelimit-remaining-tokens")),
+        limit_tokens=limit_tokens,
+        remaining_tokens=remaining_tokens,
         reset_tokens_s=parse_duration(h.get("x-ratelimit-reset-tokens")),
         retry_after_s=retry_after,
     )
+
+
+def parse_reset(value: str | None, now: float) -> float | None:
+    """Seconds until a bare ``x-ratelimit-reset``: epoch milliseconds (OpenRouter), epoch
+    seconds, or seconds (or a Go duration) to wait (Together and most others)."""
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return parse_duration(value)
+    if number > 1e11:  # epoch milliseconds: 1e11 ms is 1973, 1e11 s is the year 5138
+        return max(0.0, number / 1000.0 - now)
+    if number > 1e9:  # epoch seconds
+        return max(0.0, number - now)
+    return max(0.0, number)
+
+
+def _unnamed_window_wait(h: dict[str, str], now: float) -> float | None:
+    """The wait that bare ``x-ratelimit-*`` headers imply: the reset, once nothing remains."""
+    for prefix in ("x-ratelimit-", "x-tokenlimit-"):
+        if _int(h.get(prefix + "remaining")) == 0:
+            wait = parse_reset(h.get(prefix + "reset") or h.get("x-ratelimit-reset"), now)
+            if wait is not None:
+                return wait
+    return None
 
 
 def _anthropic(h: dict[str, str], now: float, retry_after: float | None) -> RateLimitInfo:

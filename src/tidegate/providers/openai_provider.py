@@ -67,7 +67,8 @@ class OpenAIProvider:
             input_tokens=usage.prompt_tokens if usage else estimate_messages_tokens(req.messages),
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
             model=completion.model or req.model, provider=self.name,
-            latency_s=time.monotonic() - started, rate_limits=limits, simulated=self.simulated)
+            latency_s=time.monotonic() - started, rate_limits=limits, simulated=self.simulated,
+            usage_reported=usage is not None)
 
     def stream(self, req: LLMRequest) -> TextStream:
         started = time.monotonic()
@@ -100,13 +101,14 @@ class OpenAIProvider:
             input_tokens=usage.prompt_tokens if usage else estimate_messages_tokens(req.messages),
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
             model=model, provider=self.name, latency_s=time.monotonic() - started,
-            rate_limits=limits, simulated=self.simulated)
+            rate_limits=limits, simulated=self.simulated, usage_reported=usage is not None)
 
     def embed(self, texts: list[str], model: str, timeout_s: float = 60.0) -> EmbeddingResponse:
         """Embed any number of texts, ``embed_batch_size`` per request (OpenAI allows 2048)."""
         started = time.monotonic()
         vectors: list[list[float]] = []
         tokens = 0
+        reported = True
         limits = RateLimitInfo()
         for batch in batches(texts, self.embed_batch_size):
             with translate_errors(self.name):
@@ -121,6 +123,8 @@ class OpenAIProvider:
                 raise malformed(self.name, f"{len(got)} vectors for {len(batch)} inputs")
             vectors.extend(got)
             tokens += result.usage.prompt_tokens if result.usage else sum(map(estimate_tokens, batch))
+            reported = reported and result.usage is not None
         return EmbeddingResponse(vectors=vectors, input_tokens=tokens, model=model,
                                  provider=self.name, latency_s=time.monotonic() - started,
-                                 rate_limits=limits, simulated=self.simulated)
+                                 rate_limits=limits, simulated=self.simulated,
+                                 usage_reported=reported)

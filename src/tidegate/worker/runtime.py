@@ -115,7 +115,7 @@ def current() -> Runtime | None:
 
 def build_services(container: Container) -> dict[str, object]:
     """What handlers reach through ``ctx.services``: the LLM gateway and shared Redis."""
-    from ..adapters.limiter import RedisLimiter
+    from ..adapters.limiter import RedisCalibrator, RedisLimiter
     from ..adapters.redis_client import redis_client
     from ..core.limits import SERVICE_POLICY
     from ..llm import LLMGateway
@@ -126,7 +126,8 @@ def build_services(container: Container) -> dict[str, object]:
     config = container.llm_config
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
-                         policy=gateway_policy(settings), spending=container.spending)
+                         policy=gateway_policy(settings), spending=container.spending,
+                         calibration=RedisCalibrator(state))
     return {"settings": settings, "redis": state, "llm": gateway}
 
 

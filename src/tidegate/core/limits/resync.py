@@ -36,9 +36,22 @@ def learned_from(info: RateLimitInfo) -> tuple[dict[str, int], dict[str, Remaini
            "tot": tot}
     remaining = {
         dim: Remaining(max(0, int(rem)), int(lim) if lim is not None and lim > 0 else None,
-                       max(0, int(math.ceil(reset * 1000))) if reset is not None else None)
+                       max(0, int(math.ceil(reset * 1000)))
+                       if reset is not None and per_minute_reset(rem, lim, reset) else None)
         for dim, (rem, lim, reset) in raw.items() if rem is not None}
     return {k: int(v) for k, v in limits.items() if v is not None and v > 0}, remaining
+
+
+def per_minute_reset(remaining: float, limit: float | None, reset_s: float) -> bool:
+    """Whether a reset fits a bucket that refills its limit in a minute. Groq's request
+    headers count per day (reset "2m59.56s" with 30 of 14,400 used), and documentation
+    examples show resets like "6m0s" with 16 of 150,000 tokens used; taken as a minute's
+    refill, such a reset would hold the lane for minutes. Twice a minute's refill, plus a
+    second, absorbs rounding (a server sending whole seconds)."""
+    if limit is None or limit <= 0:
+        return True
+    used = max(0.0, limit - remaining)
+    return reset_s <= 2 * 60.0 * used / limit + 1.0
 
 
 def resync_target(rem: Remaining, rate: float) -> float:

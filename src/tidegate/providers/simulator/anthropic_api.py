@@ -19,7 +19,6 @@ from tidegate.providers.simulator.wire import (
     sse,
     wait_like_a_model,
 )
-from tidegate.providers.tokens import estimate_tokens
 
 _ERROR_TYPES = {"auth": "authentication_error", "context": "invalid_request_error",
                 "bad_request": "invalid_request_error", "rate_limit": "rate_limit_error",
@@ -96,7 +95,7 @@ async def messages(request: Request, state: SimState) -> Response:
     texts = [_text_of(b.get("system"))] + [_text_of(m.get("content")) for m in b["messages"]
                                            if isinstance(m, dict)]
     call = Call("anthropic", _key(request), model, "\n".join(t for t in texts if t),
-                sum(estimate_tokens(t) for t in texts), b["max_tokens"])
+                sum(state.tokens(t) for t in texts), b["max_tokens"])
     stream = bool(b.get("stream"))
     try:
         adm, fault = state.admit(call)

@@ -54,6 +54,10 @@ def simulate(
         help="Share that hang far past any client timeout.", rich_help_panel=_F)] = None,
     malformed_rate: Annotated[float | None, typer.Option(
         help="Share answered 200 with an undecodable body.", rich_help_panel=_F)] = None,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="How tokens are counted: chars4 (the callers' estimate), classes (CJK 1 per "
+             "character, code 1 per 3 characters) or cl100k (OpenAI's BPE, offline). "
+             "[default chars4]", rich_help_panel=_L)] = None,
     seed: Annotated[int | None, typer.Option(
         help="Seed: the same seed and prompt always give the same text.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",

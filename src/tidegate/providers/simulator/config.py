@@ -36,6 +36,9 @@ class SimulatorConfig(BaseModel):
     input_tpm: int = Field(default=0, ge=0)  # Anthropic-style separate input/output limits
     output_tpm: int = Field(default=0, ge=0)
     quota_scope: Literal["key", "model"] = "model"  # per API key, or per (API key, model)
+    # How input and output tokens are counted (see simulator/tokenizer.py): "chars4" is the
+    # callers' own estimate; "classes" and "cl100k" disagree with it as real providers do.
+    tokenizer: Literal["chars4", "classes", "cl100k"] = "chars4"
     context_window: int = Field(default=128_000, ge=1)  # larger prompts get the vendor's 400
     valid_keys: list[str] | None = None  # None: any non-empty key works
     # Fault injection: independent probabilities per request, checked in this order.

@@ -27,7 +27,7 @@ from tidegate.providers.simulator.text import (
     output_length,
     wants_json,
 )
-from tidegate.providers.tokens import estimate_tokens
+from tidegate.providers.simulator.tokenizer import counter
 
 COUNTERS = ("requests", "ok", "rate_limited", "server_errors", "client_errors", "hangs",
             "malformed", "input_tokens", "output_tokens",
@@ -81,6 +81,11 @@ class SimState:
         self.stopping = threading.Event()
         self._reset_counters()
         self.quotas = self._new_quotas(config)
+        counter(config.tokenizer)  # a tokenizer that cannot load stops the simulator at start
+
+    def tokens(self, text: str) -> int:
+        """Tokens in ``text`` as this simulator counts them (``tokenizer`` in its config)."""
+        return counter(self.config.tokenizer)(text)
 
     @staticmethod
     def _new_quotas(c: SimulatorConfig) -> QuotaStore:
@@ -95,6 +100,7 @@ class SimState:
     def reconfigure(self, changes: dict[str, Any]) -> SimulatorConfig:
         with self._lock:
             new = self.config.updated(changes)
+            counter(new.tokenizer)  # refuse a tokenizer that cannot load
             if new.quota_fields_differ(self.config):
                 self.quotas = self._new_quotas(new)
             if new.seed != self.config.seed:
@@ -173,7 +179,7 @@ class SimState:
             text, truncated = generate_json(c.seed, call.prompt, call.max_tokens), False
         else:
             text = generate_text(c.seed, call.prompt, n, whole_sentences=not truncated)
-        out = estimate_tokens(text)
+        out = self.tokens(text)
         self.count(call, ok=1, input_tokens=call.input_tokens, output_tokens=out)
         return Completion(text, out, truncated, self.first_byte_s(), c.per_token_ms / 1000.0)
 

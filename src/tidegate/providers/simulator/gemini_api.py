@@ -20,7 +20,6 @@ from tidegate.providers.simulator.wire import (
     sse,
     wait_like_a_model,
 )
-from tidegate.providers.tokens import estimate_tokens
 
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 529: "UNAVAILABLE"}
@@ -93,7 +92,7 @@ async def generate(request: Request, state: SimState, model: str, method: str) -
     json_mode = _get(gen, "responseMimeType", "response_mime_type") == "application/json"
     key = _key(request)
     call = Call("gemini", key, model, "\n".join(t for t in texts if t),
-                sum(estimate_tokens(t) for t in texts), max_tokens, json_mode)
+                sum(state.tokens(t) for t in texts), max_tokens, json_mode)
     stream = method == "streamGenerateContent"
     try:
         _adm, fault = state.admit(call)
@@ -140,7 +139,7 @@ async def embed(request: Request, state: SimState, model: str, method: str) -> R
         return error(SimFailure(400, "bad_request", "at most 100 requests in one batch"))
     texts = [_parts_text(r.get("content")) for r in reqs if isinstance(r, dict)]
     key = _key(request)
-    call = Call("gemini", key, model, "", sum(estimate_tokens(t) for t in texts))
+    call = Call("gemini", key, model, "", sum(state.tokens(t) for t in texts))
     try:
         _adm, fault = state.admit(call)
     except SimFailure as f:

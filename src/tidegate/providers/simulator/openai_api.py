@@ -20,7 +20,6 @@ from tidegate.providers.simulator.wire import (
     sse,
     wait_like_a_model,
 )
-from tidegate.providers.tokens import estimate_tokens
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "text-embedding-3-small",
           "text-embedding-3-large")
@@ -97,7 +96,7 @@ async def chat(request: Request, state: SimState) -> Response:
     prompt = "\n".join(_text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict))
     max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
     fmt = body.get("response_format") or {}
-    call = Call("openai", _key(request), model, prompt, estimate_tokens_of(body["messages"]),
+    call = Call("openai", _key(request), model, prompt, estimate_tokens_of(state, body["messages"]),
                 max_tokens, json_mode=isinstance(fmt, dict) and fmt.get("type") == "json_object")
     stream = bool(body.get("stream"))
     try:
@@ -140,8 +139,8 @@ async def chat(request: Request, state: SimState) -> Response:
                         [chunk({"role": "assistant", "content": ""})], tail, headers)
 
 
-def estimate_tokens_of(messages: list[Any]) -> int:
-    return sum(estimate_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
+def estimate_tokens_of(state: SimState, messages: list[Any]) -> int:
+    return sum(state.tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
 
 
 async def embeddings(request: Request, state: SimState) -> Response:
@@ -155,7 +154,7 @@ async def embeddings(request: Request, state: SimState) -> Response:
         return error(SimFailure(400, "bad_request",
                                 f"'input' must have at most {MAX_EMBED_INPUTS} items"), model)
     texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in inputs]
-    call = Call("openai", _key(request), model, "", sum(estimate_tokens(t) for t in texts))
+    call = Call("openai", _key(request), model, "", sum(state.tokens(t) for t in texts))
     try:
         adm, fault = state.admit(call)
     except SimFailure as f:
