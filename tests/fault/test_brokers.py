@@ -110,6 +110,39 @@ def test_broker_down_during_submissions(request: pytest.FixtureRequest,
     assert worker.alive(), "the worker died when the broker went away"
 
 
+def test_messages_held_for_a_countdown_come_back_after_a_redis_restart(
+        request: pytest.FixtureRequest, stack_factory: Callable[..., Stack]) -> None:
+    """5b. A worker holds the messages of jobs waiting for their countdown (a retry, a quota
+    wait) unacknowledged; Redis keeps them in its ``unacked`` hash, which it empties by
+    itself only after the visibility timeout (hours). When the broker restarts under the
+    worker, the messages it held go back to their queues at once, so those jobs run when
+    their countdown ends rather than at the scheduler's late re-send (120 s here)."""
+    stack = stack_factory("redis")
+    stack.start_all(concurrency=2)
+    worker = stack.workers[0]
+    ledger = Ledger(stack)
+    with stack.client() as client:
+        for _ in range(3):
+            ledger.submit(client, "fault_work", {"sleep_s": 0.1, "steps": 1, "retry_in_s": 6})
+    import redis
+
+    broker = redis.Redis.from_url(stack.broker_url)
+    # the first attempts are over and the worker holds the three retries for their countdown
+    wait_for(lambda: len(stack.exec_log.starts()) == 3 and broker.hlen("unacked") == 3, 20,
+             "three retries held by the worker")
+    broker.close()
+    back = broker_down(stack)
+    fault_at = time.monotonic()
+    time.sleep(1)
+    back()
+    verdict = conclude(request, ledger, "5b countdown messages across a Redis restart",
+                       since=fault_at, timeout_s=40)
+    assert verdict.statuses == {"succeeded": 3}, verdict.statuses
+    assert all(n == 2 for n in stack.exec_log.starts().values()), stack.exec_log.starts()
+    assert "put back" in worker.text(), "the held messages came back some other way"
+    assert worker.alive(), "the worker died when the broker went away"
+
+
 def publish_poison(stack: Stack, victim: str) -> list[str]:
     """Put undeliverable messages about ``victim`` on the medium queue, straight through
     kombu and a bare Celery client (no Tidegate code involved)."""
