@@ -99,7 +99,12 @@ class Settings(BaseSettings):
                                      "worker's Prometheus metrics on this port (0: don't)")
     sweep_interval_s: float = Field(default=10.0, gt=0)
     dispatch_grace_s: float = Field(default=10.0, ge=0)
-    redispatch_after_s: float = Field(default=600.0, gt=0)
+    redispatch_after_s: float = Field(default=600.0, gt=0, description="re-send a waiting "
+                                      "job handed to a queue that has not moved for this "
+                                      "long")
+    redispatch_behind_s: float = Field(default=30.0, gt=0, description="re-send a waiting "
+                                       "job once messages sent this long after its own were "
+                                       "claimed from its queue (its message was lost)")
     retention_days: float = Field(default=7.0, gt=0)
     failed_retention_days: float = Field(default=30.0, gt=0)
     schedule_grace_s: float = Field(default=300.0, ge=30, description="a schedule's slot "

@@ -14,6 +14,7 @@ from celery import Celery
 from .adapters.celery_app import create_celery
 from .adapters.dispatch import CeleryDispatcher
 from .adapters.event_bus import EventPublisher
+from .adapters.frontier import RedisFrontier
 from .adapters.sql import SqlJobStore, make_engine
 from .adapters.sql.schedules import SqlScheduleStore
 from .adapters.sql.webhooks import WebhookStore
@@ -98,6 +99,18 @@ class Container:
                           secret=self.settings.secret_key,
                           validation_context={LLM_CONFIG: self.llm_config},
                           gate=self.tenant_gate, marks=self.dispatch_marks)
+
+    @cached_property
+    def frontier(self) -> RedisFrontier | None:
+        """How far each queue's deliveries have got (see core.sweep); None without a shared
+        Redis (the sweep then sends a job again only after its long wait)."""
+        try:
+            url = self.settings.state_redis()
+        except ConfigurationError:
+            return None
+        from .adapters.redis_client import redis_client
+
+        return RedisFrontier(redis_client(url, socket_timeout=5, socket_connect_timeout=3))
 
     @cached_property
     def schedule_store(self) -> SqlScheduleStore:

@@ -14,8 +14,9 @@ from tidegate.core.statuses import Priority, Status
 
 def make_job(tenant: str = "acme", key: str | None = None, **kw: object) -> Job:
     now = utcnow()
-    return Job(id=new_job_id(), tenant=tenant, type="echo", priority=Priority.MEDIUM,
-               input={"text": "hi"}, idempotency_key=key, created_at=now, updated_at=now,
+    kw.setdefault("priority", Priority.MEDIUM)
+    return Job(id=new_job_id(), tenant=tenant, type="echo", input={"text": "hi"},
+               idempotency_key=key, created_at=now, updated_at=now,
                **kw)  # type: ignore[arg-type]
 
 
@@ -166,6 +167,28 @@ def test_expired_leases_and_undispatched(store) -> None:
     stale = store.undispatched(grace_s=-30, redispatch_after_s=3600)
     assert [j.id for j in stale] == [never_sent.id]
     assert store.undispatched(grace_s=30, redispatch_after_s=3600) == []
+
+
+def test_overdue_is_per_queue_and_a_queue_without_a_cutoff_waits_long(store) -> None:
+    """A cutoff per queue (the sweep's delivery frontier) decides which sent jobs are overdue;
+    a queue without one keeps the long wait."""
+    high = [store.create(make_job(priority=Priority.HIGH))[0] for _ in range(2)]
+    low, _ = store.create(make_job(priority=Priority.LOW))
+    for job in (*high, low):
+        assert store.mark_dispatched(job.id, attempt=0, version=job.updated_at)
+    after = store.now() + timedelta(seconds=1)
+    assert store.undispatched(grace_s=30, redispatch_after_s=3600) == []
+    overdue = store.undispatched(grace_s=30, redispatch_after_s=3600,
+                                 overdue_before={"high": after})
+    assert sorted(j.id for j in overdue) == sorted(j.id for j in high)
+    assert store.undispatched(grace_s=30, redispatch_after_s=3600,
+                              overdue_before={"high": after - timedelta(seconds=60)}) == []
+    # the long wait on the queues without a cutoff (every sent job here is older than -1 s)
+    rest = store.undispatched(grace_s=30, redispatch_after_s=-1,
+                              overdue_before={"high": after - timedelta(seconds=60)})
+    assert [j.id for j in rest] == [low.id]
+    assert len(store.undispatched(grace_s=30, redispatch_after_s=3600, limit=1,
+                                  overdue_before={"high": after, "low": after})) == 1
 
 
 def test_purge_keeps_failed_longer(store) -> None:

@@ -89,9 +89,10 @@ def test_chat_fails_fast_on_a_permanent_error() -> None:
 
 def test_chat_cancelled_during_the_model_call() -> None:
     holder: dict[str, str] = {}
-    released = threading.Event()
+    started, released = threading.Event(), threading.Event()
 
     def slow(req: object) -> Reply:
+        started.wait(5)  # the job may reach its call before start() has returned its id
         h.cancel(holder["id"])
         released.wait(5)
         return Reply("too late")
@@ -99,6 +100,7 @@ def test_chat_cancelled_during_the_model_call() -> None:
     anthropic = ScriptedProvider("anthropic", [slow])
     with JobHarness(providers=[anthropic]) as h:
         holder["id"], done = h.start("chat", {"message": "hello"})
+        started.set()
         run = done.result(timeout=10)
         released.set()
     assert run.status == "cancelled"

@@ -197,3 +197,69 @@ def test_a_dead_workers_jobs_are_taken_over_before_their_leases_run_out() -> Non
     assert store.get(other.id).status is Status.RUNNING
     assert [s[0] for s in dispatcher.sent].count(mine.id) == 2  # submitted, then sent again
     assert sweeper.recover_dead_workers({"host/1"}) == 0
+
+
+def frontier_setup():
+    """A store, a sweep reading a delivery frontier, and one clock for both (seconds)."""
+    from tidegate.core.memory import InMemoryFrontier
+
+    clock = FakeClock()
+    store, dispatcher = InMemoryJobStore(clock=clock), InMemoryDispatcher()
+    service = JobService(store, dispatcher, make_registry([]), clock=clock)
+    frontier = InMemoryFrontier(clock=lambda: clock.now.timestamp())
+    sweeper = Sweeper(service, SweepConfig(dispatch_grace_s=0, redispatch_after_s=600,
+                                           behind_s=30), clock=clock, frontier=frontier)
+    return clock, store, dispatcher, service, frontier, sweeper
+
+
+def test_a_backlog_waiting_its_turn_is_never_sent_twice() -> None:
+    clock, store, dispatcher, service, frontier, sweeper = frontier_setup()
+    backlog = [service.submit(tenant="t", type="ok", input={})[0] for _ in range(5)]
+    for minute in range(1, 31):  # half an hour: the queue moves, slowly
+        clock.now += timedelta(seconds=60)
+        frontier.advance("high", clock.now.timestamp() - 1800 + minute)  # older messages
+        assert sweeper.sweep().redispatched == 0
+    assert [s[0] for s in dispatcher.sent] == [j.id for j in backlog]  # each sent once
+
+
+def test_a_message_lost_behind_the_frontier_is_sent_again_at_once() -> None:
+    clock, store, dispatcher, service, frontier, sweeper = frontier_setup()
+    lost, _ = service.submit(tenant="t", type="ok", input={})
+    sent_at = clock.now.timestamp()
+    clock.now += timedelta(seconds=20)
+    frontier.advance("high", clock.now.timestamp())  # a later message claimed: 20 s later
+    assert sweeper.sweep().redispatched == 0  # within behind_s: claims may run out of order
+    clock.now += timedelta(seconds=15)
+    frontier.advance("high", sent_at + 31)
+    assert sweeper.sweep().redispatched == 1
+    assert [s[0] for s in dispatcher.sent] == [lost.id, lost.id]
+    assert sweeper.sweep().redispatched == 0  # sent again just now: behind the frontier no more
+    # another queue's frontier says nothing about this one
+    medium, _ = service.submit(tenant="t", type="ok", input={}, priority="medium")
+    clock.now += timedelta(seconds=100)
+    frontier.advance("high", clock.now.timestamp())
+    assert sweeper.sweep().redispatched == 1  # the high job again, not the medium one
+    assert [s[0] for s in dispatcher.sent].count(medium.id) == 1  # its submit only
+
+
+def test_a_queue_that_stopped_moving_gets_the_long_wait() -> None:
+    clock, store, dispatcher, service, frontier, sweeper = frontier_setup()
+    frontier.advance("high", clock.now.timestamp() - 5)
+    job, _ = service.submit(tenant="t", type="ok", input={})
+    clock.now += timedelta(seconds=599)
+    assert sweeper.sweep().redispatched == 0  # nothing claimed since, but not long enough
+    clock.now += timedelta(seconds=2)
+    assert sweeper.sweep().redispatched == 1  # no claims for 600 s: every message lost?
+    assert [s[0] for s in dispatcher.sent] == [job.id, job.id]
+
+
+def test_a_job_waiting_for_its_countdown_is_not_overdue() -> None:
+    clock, store, dispatcher, service, frontier, sweeper = frontier_setup()
+    job, _ = service.submit(tenant="t", type="ok", input={})
+    store.claim(job.id, owner="w", lease_s=30)
+    store.finish(job.id, attempt=1, status=Status.RETRYING, error_code="planned",
+                 error_message="later", delay_s=120)
+    service.dispatch(store.get(job.id), countdown_s=120)
+    clock.now += timedelta(seconds=60)
+    frontier.advance("high", clock.now.timestamp())
+    assert sweeper.sweep().redispatched == 0  # its message waits in a worker for its time

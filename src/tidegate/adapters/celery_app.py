@@ -10,6 +10,8 @@ from ..core.statuses import QUEUES
 from .dead_peer import redis_client_options
 
 RUN_JOB = "tidegate.run_job"
+# A header of each run_job message: when it was sent (epoch seconds, the sender's clock).
+SENT_HEADER = "tg_sent"
 
 
 def create_celery(settings: Settings, *, name: str = "tidegate") -> Celery:

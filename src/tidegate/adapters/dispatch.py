@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
 
 from ..core.errors import Unavailable
-from .celery_app import RUN_JOB
+from .celery_app import RUN_JOB, SENT_HEADER
 
 # Publishing waits this long for a broker before the API gives up (the row is already
 # committed; the sweep sends it later).
@@ -18,8 +20,10 @@ class CeleryDispatcher:
 
     def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0) -> None:
         try:
+            # tg_sent: when it was sent, for the delivery frontier (see core.sweep).
             self.app.send_task(RUN_JOB, args=[job_id], queue=queue, routing_key=queue,
                                countdown=countdown_s if countdown_s > 0 else None,
+                               headers={SENT_HEADER: time.time()},
                                retry=True, retry_policy=_RETRY_POLICY)
         except Exception as exc:  # kombu raises OperationalError and plain socket errors
             raise Unavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc

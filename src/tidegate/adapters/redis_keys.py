@@ -28,6 +28,7 @@ def join_key(prefix: str, *parts: str) -> str:
 
 def conversation_key(tenant: str, conversation_id: str) -> str:
     return join_key(CONVERSATION, tenant, conversation_id)
+FRONTIER = "tg:frontier"  # hash: <queue>:sent -> latest claimed send time, <queue>:moved
 WORKERS_ALIVE = "tg:workers:alive"  # zset: lease owner (hostname/pid) -> last stamp, server ms
 SUBMIT_RATE = "tg:rpm"  # zset per tenant: submission id -> ms (sliding minute)
 BUDGET = "tg:budget"  # hash per (tenant, period) of used totals, and one of reservations

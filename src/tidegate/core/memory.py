@@ -10,7 +10,7 @@ import builtins
 import copy
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -297,11 +297,13 @@ class InMemoryJobStore:
                     and j.lease_expires_at < now][:limit]
 
     def undispatched(self, *, grace_s: float, redispatch_after_s: float,
+                     overdue_before: Mapping[str, datetime] | None = None,
                      limit: int = 500) -> Sequence[Job]:
         with self._lock:
             now = self._clock()
             older_than = now - timedelta(seconds=grace_s)
             redispatch_before = now - timedelta(seconds=redispatch_after_s)
+            overdue = overdue_before or {}
             out = []
             for j in self._jobs.values():
                 if j.status not in WAITING or j.cancel_requested:
@@ -309,7 +311,7 @@ class InMemoryJobStore:
                 if j.dispatched_at is None:
                     if j.updated_at < older_than:
                         out.append(j)
-                elif j.dispatched_at < redispatch_before and \
+                elif j.dispatched_at < overdue.get(j.priority.value, redispatch_before) and \
                         (j.not_before is None or j.not_before <= now):
                     out.append(j)
             return [self._copy(j) for j in out[:limit]]
@@ -495,3 +497,24 @@ class InMemoryDispatcher:
 
         if self.down:
             raise Unavailable("broker is down")
+
+
+class InMemoryFrontier:
+    """The delivery frontier of one process (tests); ``clock`` says when it last moved."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._queues: dict[str, tuple[float, float]] = {}  # queue -> (sent_at, moved at)
+
+    def advance(self, queue: str, sent_at: float) -> None:
+        with self._lock:
+            if sent_at > self._queues.get(queue, (float("-inf"), 0.0))[0]:
+                self._queues[queue] = (sent_at, self._clock())
+
+    def read(self) -> dict[str, tuple[float, float]]:
+        with self._lock:
+            now = self._clock()
+            return {q: (sent, now - moved) for q, (sent, moved) in self._queues.items()}

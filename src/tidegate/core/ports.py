@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -110,9 +110,12 @@ class JobStore(Protocol):
     def expired_leases(self, limit: int = 100) -> Sequence[Job]: ...
 
     def undispatched(self, *, grace_s: float, redispatch_after_s: float,
+                     overdue_before: Mapping[str, datetime] | None = None,
                      limit: int = 500) -> Sequence[Job]:
         """Waiting jobs whose message may be missing: never dispatched (and changed more than
-        ``grace_s`` ago), or dispatched more than ``redispatch_after_s`` ago and due."""
+        ``grace_s`` ago), or dispatched and due but overdue. On a queue named in
+        ``overdue_before`` (the database's clock) a job sent before that time is overdue;
+        on any other queue, one sent more than ``redispatch_after_s`` ago."""
         ...
 
     def purge(self, *, finished_before: datetime, failed_before: datetime) -> int: ...
@@ -210,6 +213,19 @@ class Dispatcher(Protocol):
     def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0) -> None: ...
 
     def ping(self) -> None: ...
+
+
+class DeliveryFrontier(Protocol):
+    """How far each queue's deliveries have got, shared by every worker: the latest send time
+    (epoch seconds, the sender's clock) of a message whose job a worker claimed. Queues are
+    first in, first out, so a job still waiting whose message was sent well before that
+    time lost its message (see :mod:`.sweep`)."""
+
+    def advance(self, queue: str, sent_at: float) -> None: ...
+
+    def read(self) -> dict[str, tuple[float, float]]:
+        """Per queue: (the frontier's send time, seconds since it last moved)."""
+        ...
 
 
 class Clock(Protocol):

@@ -4,9 +4,17 @@
   with ``worker_lost`` once the attempt cap is spent (core.decision decides);
 - waiting but unable to wait: a cancel request it still carries ends it ``cancelled``, a passed
   deadline ``failed``/``expired``;
-- waiting but never handed to the broker (publish failed), or handed over long ago and due
-  (broker lost the message, an undecodable message was dropped): sent again. A duplicate
-  message is harmless: only one delivery can claim the row.
+- waiting but never handed to the broker (publish failed), or handed over and overdue (the
+  broker lost the message, a connection lost it in flight, an undecodable message was
+  dropped): sent again. A duplicate message is harmless: only one delivery can claim the row.
+
+Overdue is read from the delivery frontier: each queue is first in, first out, and every
+worker records the send time of each message whose job it claims. Once messages sent well
+after a waiting job's (``behind_s``) have been claimed from its queue, its own message is not
+coming. So a lost message is sent again within about ``behind_s`` while its queue moves, and a
+backlog that simply waits its turn, however old, is never sent twice. Only on a queue whose
+frontier has not moved for ``redispatch_after_s`` (no claims: no workers, every message lost,
+or no frontier) is a job sent again for having waited that long.
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from .decision import EXPIRED, Again, Facts, decide
 from .models import Job, utcnow
+from .ports import DeliveryFrontier
 from .service import JobService
 from .statuses import Status
 
@@ -29,6 +38,9 @@ log = logging.getLogger(__name__)
 class SweepConfig:
     dispatch_grace_s: float = 10.0
     redispatch_after_s: float = 600.0
+    # Claims of messages sent this long after a waiting job's make its message overdue:
+    # well above how far claims can run out of send order (several workers, clock skew).
+    behind_s: float = 30.0
     retention_days: float = 7.0
     failed_retention_days: float = 30.0
 
@@ -53,11 +65,15 @@ class SweepReport:
 
 class Sweeper:
     def __init__(self, service: JobService, config: SweepConfig | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 frontier: DeliveryFrontier | None = None) -> None:
         self.service = service
         self.store = service.store
         self.config = config or SweepConfig()
-        self.clock = clock  # retention only (days); leases and schedules use the database's
+        # Retention (days), and the senders' clock the frontier is stamped with; leases and
+        # schedules use the database's.
+        self.clock = clock
+        self.frontier = frontier
 
     def sweep(self) -> SweepReport:
         report = SweepReport()
@@ -68,7 +84,8 @@ class Sweeper:
         for _, status in self.store.close_waiting():  # cancel-requested, or past the deadline
             report.count(status, EXPIRED[0] if status is Status.FAILED else None)
         for job in self.store.undispatched(grace_s=self.config.dispatch_grace_s,
-                                           redispatch_after_s=self.config.redispatch_after_s):
+                                           redispatch_after_s=self.config.redispatch_after_s,
+                                           overdue_before=self._overdue_before(now)):
             delay = max(0.0, (job.not_before - now).total_seconds()) if job.not_before else 0.0
             if self.service.dispatch(job, countdown_s=delay):
                 report.redispatched += 1
@@ -80,6 +97,23 @@ class Sweeper:
                 report.expired)):
             log.info("sweep: %s", report)
         return report
+
+    def _overdue_before(self, now: datetime) -> dict[str, datetime]:
+        """Per moving queue, the time (database clock) a waiting job's message must have been
+        sent after not to be overdue."""
+        if self.frontier is None:
+            return {}
+        try:
+            queues = self.frontier.read()
+        except Exception as exc:  # the shared Redis is away: the long wait still applies
+            log.warning("delivery frontier unavailable (%s)", type(exc).__name__)
+            return {}
+        # Send times are the senders' clocks; the rows are stamped with the database's.
+        skew = now - self.clock()
+        return {queue: datetime.fromtimestamp(sent_at, UTC) + skew
+                - timedelta(seconds=self.config.behind_s)
+                for queue, (sent_at, moved_s_ago) in queues.items()
+                if moved_s_ago < self.config.redispatch_after_s}
 
     def _lease_expired(self, job: Job, now: datetime, report: SweepReport) -> None:
         attempt = job.attempts

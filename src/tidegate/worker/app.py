@@ -14,7 +14,7 @@ from celery import Celery, Task, signals
 
 from .. import logs
 from ..adapters import metrics
-from ..adapters.celery_app import RUN_JOB, create_celery
+from ..adapters.celery_app import RUN_JOB, SENT_HEADER, create_celery
 from ..config import Settings
 from ..core.errors import Unavailable, public_summary
 from ..core.models import Job
@@ -114,7 +114,7 @@ def create_worker_app(settings: Settings) -> Celery:
             log.error("dropping malformed run_job message: %r", job_id)
             return "malformed"
         try:
-            return _deliver(job_id)
+            return _deliver(job_id, getattr(self.request, SENT_HEADER, None))
         except Unavailable as exc:
             # Acknowledging this message now would leave a job that was never claimed
             # `queued` until the scheduler's late re-send (REDISPATCH_AFTER_S). A job claimed
@@ -147,7 +147,7 @@ def create_worker_app(settings: Settings) -> Celery:
             log.warning("job %s: not waiting any more; left as it is", job_id)
         return "delivery_failed"
 
-    def _deliver(job_id: str) -> str:
+    def _deliver(job_id: str, sent_at: object = None) -> str:
         rt = runtime.get_runtime()
         started = time.monotonic()
         claimed: list[Job] = []
@@ -155,6 +155,7 @@ def create_worker_app(settings: Settings) -> Celery:
         def on_claim(job: Job, pin: object = None) -> None:
             claimed.append(job)
             log.info("task_started", extra=_fields(job))
+            _advance_frontier(rt, job, sent_at)
             if callable(pin):
                 pin(job)
 
@@ -184,6 +185,17 @@ def create_worker_app(settings: Settings) -> Celery:
                 # If this send fails, the sweep sends it (dispatched_at stays empty).
                 service.dispatch(job, countdown_s=outcome.delay_s)
         return outcome.kind
+
+    def _advance_frontier(rt: runtime.Runtime, job: Job, sent_at: object) -> None:
+        # Only a claimed delivery moves it: a message dropped as a duplicate says nothing
+        # about the order of its queue. Never worth failing a job over.
+        frontier = rt.container.frontier
+        if frontier is None or type(sent_at) not in (int, float):
+            return
+        try:
+            frontier.advance(job.priority.value, float(sent_at))  # type: ignore[arg-type]
+        except Exception as exc:
+            log.debug("delivery frontier not moved (%s)", type(exc).__name__)
 
     @signals.setup_logging.connect(weak=False)
     def _logging(loglevel: object = None, **_: object) -> None:

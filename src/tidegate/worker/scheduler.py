@@ -51,7 +51,8 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
         dispatch_grace_s=settings.dispatch_grace_s,
         redispatch_after_s=settings.redispatch_after_s,
         retention_days=settings.retention_days,
-        failed_retention_days=settings.failed_retention_days))
+        failed_retention_days=settings.failed_retention_days,
+        behind_s=settings.redispatch_behind_s), frontier=container.frontier)
     client = redis_client(settings.state_redis(), socket_timeout=5,
                                   socket_connect_timeout=3)
     lock = LeaderLock(client, BEAT_LEADER, ttl_s=max(15.0, settings.sweep_interval_s * 3))

@@ -83,12 +83,13 @@ jobs = sa.Table(
     sa.Index("ix_tg_jobs_tenant_created", "tenant", "created_at", "id"),
     sa.Index("ix_tg_jobs_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_tg_jobs_status_finished", "status", "finished_at"),
-    # The sweep's two looks at waiting jobs (migration 0006): never handed to the broker, and
-    # handed over long ago. Partial, so a million finished rows are not in them.
+    # The sweep's looks at waiting jobs (migration 0006): never handed to the broker, and
+    # handed over to a queue before a time (one range per queue). Partial, so a million
+    # finished rows are not in them.
     sa.Index("ix_tg_jobs_undispatched", "updated_at",
              postgresql_where=sa.text(WAITING_UNDISPATCHED),
              sqlite_where=sa.text(WAITING_UNDISPATCHED)),
-    sa.Index("ix_tg_jobs_waiting_dispatched", "dispatched_at",
+    sa.Index("ix_tg_jobs_waiting_dispatched", "priority", "dispatched_at",
              postgresql_where=sa.text(WAITING_DISPATCHED),
              sqlite_where=sa.text(WAITING_DISPATCHED)),
 )

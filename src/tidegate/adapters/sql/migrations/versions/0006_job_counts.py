@@ -66,7 +66,7 @@ def upgrade() -> None:
     op.create_index("ix_tg_jobs_undispatched", "tg_jobs", ["updated_at"],
                     postgresql_where=sa.text(WAITING_UNDISPATCHED),
                     sqlite_where=sa.text(WAITING_UNDISPATCHED))
-    op.create_index("ix_tg_jobs_waiting_dispatched", "tg_jobs", ["dispatched_at"],
+    op.create_index("ix_tg_jobs_waiting_dispatched", "tg_jobs", ["priority", "dispatched_at"],
                     postgresql_where=sa.text(WAITING_DISPATCHED),
                     sqlite_where=sa.text(WAITING_DISPATCHED))
     op.create_table(
