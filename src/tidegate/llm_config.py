@@ -10,16 +10,28 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .core.errors import shorten
 
 PROVIDERS = ("openai", "anthropic", "gemini")
+
+
+class JobTypeModels(Protocol):
+    """What a job type declares in code about its models (core.registry.JobType)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def fallbacks(self) -> Sequence[str]: ...
 
 
 class LLMConfigError(ValueError):
@@ -156,6 +168,30 @@ class LLMConfig(BaseModel):
                 if spec is not None:
                     self.resolve(spec)
         return self
+
+    def with_job_defaults(self, types: Iterable[JobTypeModels]) -> LLMConfig:
+        """These settings with each job type's own model and fallbacks (declared in code,
+        ``@registry.job_type(..., model=, fallbacks=)``) where the settings' ``[jobs.<name>]``
+        does not set that field: the operator's file always wins. Raises LLMConfigError
+        naming the job type when its declared model does not resolve."""
+        jobs = dict(self.jobs)
+        for t in types:
+            if t.model is None and not t.fallbacks:
+                continue
+            jm = jobs.get(t.name)
+            given = jm.model_fields_set if jm is not None else set()
+            jobs[t.name] = JobModels(
+                model=jm.model if jm is not None and "model" in given else t.model,
+                sections=jm.sections if jm is not None else {},
+                fallbacks=(jm.fallbacks if jm is not None and "fallbacks" in given
+                           else list(t.fallbacks)))
+            try:
+                for spec in [jobs[t.name].model, *jobs[t.name].fallbacks]:
+                    if spec is not None:
+                        self.resolve(spec)
+            except ValueError as exc:
+                raise LLMConfigError(f"job type {t.name!r}: {exc}") from None
+        return self.model_copy(update={"jobs": jobs})
 
     def resolve(self, spec: str) -> tuple[str, str]:
         """``"provider:model"`` or an alias -> ``(provider, model)``; LLMConfigError otherwise."""

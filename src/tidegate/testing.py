@@ -222,7 +222,8 @@ class JobHarness:
         if llm_settings:
             path = Path(self._tmp.name) / "llm.toml"
             path.write_text(llm_settings)
-        self.llm_config = load_llm_config(str(path) if path else None)
+        self.llm_config = load_llm_config(str(path) if path else None).with_job_defaults(
+            registry.types())
         if simulator:
             from .providers.simulator import fast_test_config, run_in_thread
 

@@ -187,3 +187,25 @@ def test_unpriced_models_cost_none_not_zero() -> None:
     cfg = load_llm_config(None)
     assert cfg.cost_usd("openai", "my-finetune", 10**6, 10**6) is None
     assert cfg.cost_usd("gemini", "text-embedding-004", 10**6, 0) == 0  # priced at zero: free
+
+
+def test_job_types_declare_their_models_and_the_file_wins_field_by_field(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    declared = [SimpleNamespace(name="brief", model="anthropic:claude-3-5-haiku-latest",
+                                fallbacks=["gemini:gemini-2.0-flash"]),
+                SimpleNamespace(name="plain", model=None, fallbacks=[])]
+    config = load_llm_config().with_job_defaults(declared)
+    assert config.default_model("brief") == "anthropic:claude-3-5-haiku-latest"
+    assert config.fallbacks("brief") == ["gemini:gemini-2.0-flash"]
+    assert config.default_model("plain") == config.default_model("no-such-type")
+    assert "anthropic:claude-3-5-haiku-latest" in config.configured_models()
+    path = tmp_path / "llm.toml"
+    path.write_text('[jobs.brief]\nfallbacks = []\n')
+    config = load_llm_config(str(path)).with_job_defaults(declared)
+    assert config.default_model("brief") == "anthropic:claude-3-5-haiku-latest"
+    assert config.fallbacks("brief") == []
+    bad = [SimpleNamespace(name="typo", model="opnai:gpt-4o", fallbacks=[])]
+    with pytest.raises(LLMConfigError, match="job type 'typo'"):
+        load_llm_config().with_job_defaults(bad)
