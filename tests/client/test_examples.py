@@ -105,3 +105,11 @@ def test_the_guides_job_type_runs_in_a_deployment(up: Up) -> None:
         assert done.result["brief"] and done.result["brief_lane"] == "openai:gpt-4o-mini"
         kinds = [e.kind for e in tg.history(job.job_id)]
     assert "progress" in kinds and "llm_call" in kinds
+
+
+def test_a_job_type_from_an_installed_packages_entry_point(up: Up) -> None:
+    with Client(up.url, api_key=up.key) as tg:
+        job = tg.submit("acme_shout", {"text": "hello"})
+        assert job.priority == "low"
+        done = tg.wait(job.job_id, timeout=60)
+    assert done.status == "succeeded" and done.result == {"text": "HELLO"}
