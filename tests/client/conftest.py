@@ -17,10 +17,15 @@ from .proxy import BreakingProxy
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A lane of one request a minute, for the front door's "not answered in time" 429.
+# A lane of one request a minute, for the front door's "not answered in time" 429; and
+# analyze_section's answers cached (test_reuse_e2e.py).
 LLM_SETTINGS = """
 [lanes."openai:gpt-4.1"]
 rpm = 1
+
+[jobs.analyze_section]
+cache_ttl_s = 600
+dedup = true
 """
 
 

@@ -36,6 +36,10 @@ class JobType:
     # choice, which the LLM settings' [jobs.<name>] may override field by field.
     model: str | None = None
     fallbacks: tuple[str, ...] = ()
+    # Whether identical calls made at once by its jobs share one answer, and how long its
+    # answers are kept for later identical calls (llm/reuse.py); the settings may override.
+    dedup: bool = False
+    cache_ttl_s: float | None = None
 
     def validate(self, data: Any, context: Mapping[str, Any] | None = None) -> BaseModel:
         """``context`` reaches the input model's validators (e.g. the loaded LLM settings)."""
@@ -58,11 +62,16 @@ class Registry:
                  max_attempts: int = 3, description: str = "",
                  max_quota_wait_s: float | None = None, per_minute: int | None = None,
                  concurrency: int | None = None, model: str | None = None,
-                 fallbacks: Sequence[str] = ()) -> Callable[[Handler], Handler]:
+                 fallbacks: Sequence[str] = (), dedup: bool = False,
+                 cache_ttl_s: float | None = None) -> Callable[[Handler], Handler]:
         """Register ``fn`` as the handler of job type ``name``. ``model`` and ``fallbacks``
-        (``"provider:model"`` or aliases) are its defaults for ``ctx.llm`` calls."""
+        (``"provider:model"`` or aliases) are its defaults for ``ctx.llm`` calls; ``dedup``
+        and ``cache_ttl_s`` let its identical calls share answers (off for chat-like types,
+        where two users asking the same thing may expect different answers)."""
         if max_quota_wait_s is not None and max_quota_wait_s <= 0:
             raise ValueError("max_quota_wait_s must be positive")
+        if cache_ttl_s is not None and cache_ttl_s <= 0:
+            raise ValueError("cache_ttl_s must be positive")
         for what, value in (("per_minute", per_minute), ("concurrency", concurrency)):
             if value is not None and value < 1:
                 raise ValueError(f"{what} must be 1 or more")
@@ -73,7 +82,7 @@ class Registry:
             self._types[name] = JobType(name, input_model, Priority(priority), fn,
                                         max_attempts, description or (fn.__doc__ or "").strip(),
                                         max_quota_wait_s, per_minute, concurrency, model,
-                                        tuple(fallbacks))
+                                        tuple(fallbacks), dedup, cache_ttl_s)
             return fn
 
         return register
