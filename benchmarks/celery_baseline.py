@@ -22,7 +22,13 @@ import openai
 import redis
 from celery import Celery, Task
 
-from tidegate.jobs.report import SECTIONS, SYSTEM, ReportInput, _section_prompt, _synthesis_prompt
+from tidegate.jobs.report import (
+    SECTIONS,
+    ReportInput,
+    _section_prompt,
+    _synthesis_prompt,
+    _system,
+)
 from tidegate.llm_config import load_llm_config
 
 BROKER = os.environ.get("BASELINE_BROKER_URL", "redis://127.0.0.1:6379/11")
@@ -69,10 +75,10 @@ class Recorded(Task):  # type: ignore[misc]
                                                    "error": type(exc).__name__}))
 
 
-def _complete(model: str, prompt: str, max_tokens: int) -> str:
+def _complete(model: str, system: str, prompt: str, max_tokens: int) -> str:
     resp = client.chat.completions.create(
         model=model, max_tokens=max_tokens,
-        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}])
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}])
     return resp.choices[0].message.content or ""
 
 
@@ -82,8 +88,10 @@ def report(self: Task, startup: str) -> dict[str, Any]:
     inp = ReportInput(startup=startup)
     sections: dict[str, Any] = {}
     for key, _title, about in SECTIONS:
-        sections[key] = {"text": _complete(MODELS[key], _section_prompt(inp, about), 500)}
-    summary = _complete(MODELS["synthesis"], _synthesis_prompt(inp, sections), 300)
+        sections[key] = {"text": _complete(MODELS[key], _system(inp), _section_prompt(about),
+                                           500)}
+    summary = _complete(MODELS["synthesis"], _system(inp), _synthesis_prompt(inp, sections),
+                        300)
     return {"startup": startup, "summary_chars": len(summary)}
 
 

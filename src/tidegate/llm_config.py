@@ -93,6 +93,10 @@ class Price(BaseModel):
     # Exact decimals (the TOML is parsed with Decimal floats): money never passes through float.
     input: Decimal = Field(ge=0)  # USD per million input tokens
     output: Decimal = Field(default=Decimal(0), ge=0)  # USD per million output tokens
+    # Input tokens read from the provider's prompt cache, and written to it (Anthropic's
+    # cache writes cost more); None: the input price.
+    cached_input: Decimal | None = Field(default=None, ge=0)
+    cache_write: Decimal | None = Field(default=None, ge=0)
 
 
 class LaneLimits(BaseModel):
@@ -270,13 +274,21 @@ class LLMConfig(BaseModel):
                 return price
         return None
 
-    def cost_usd(self, provider: str, model: str, input_tokens: int,
-                 output_tokens: int) -> Decimal | None:
-        """What a call cost, exactly; ``None`` for a model without a price (not a false zero)."""
+    def cost_usd(self, provider: str, model: str, input_tokens: int, output_tokens: int,
+                 cache_read: int = 0, cache_write: int = 0) -> Decimal | None:
+        """What a call cost, exactly; ``None`` for a model without a price (not a false zero).
+        ``cache_read`` and ``cache_write`` are the part of ``input_tokens`` read from and
+        written to the provider's prompt cache, each at its own price."""
         price = self.price(provider, model)
         if price is None:
             return None
-        return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+        cache_read = max(0, min(cache_read, input_tokens))
+        cache_write = max(0, min(cache_write, input_tokens - cache_read))
+        fresh = input_tokens - cache_read - cache_write
+        read_price = price.input if price.cached_input is None else price.cached_input
+        write_price = price.input if price.cache_write is None else price.cache_write
+        return (fresh * price.input + cache_read * read_price + cache_write * write_price
+                + output_tokens * price.output) / 1_000_000
 
     def default_model(self, job_type: str, section: str | None = None) -> str:
         """The lane ``"provider:model"`` a job type (and optionally one section of it) uses."""

@@ -120,7 +120,8 @@ def test_usage_is_everyones_for_admins_and_own_for_others(env) -> None:
                         headers=h["admin"]).json()["rows"]
     assert by_day == [{"tenant": None, "type": None, "lane": "openai:gpt-4o-mini", "day": today,
                        "requests": 4, "input_tokens": 214, "output_tokens": 106,
-                       "cost_usd": 2.018e-06}]
+                       "cost_usd": 2.018e-06, "reused_requests": 0, "saved_input_tokens": 0,
+                       "saved_output_tokens": 0, "saved_cost_usd": 0.0}]
     for bad in ({"group_by": "color"}, {"from": today, "to": "2000-01-01"}):
         assert client.get("/v1/usage", params=bad, headers=h["admin"]).status_code == 422
 

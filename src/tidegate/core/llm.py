@@ -25,6 +25,9 @@ class LLMRequest:
     temperature: float | None = None
     timeout_s: float = 60.0
     json_output: bool = False  # ask for a JSON object where the vendor supports it
+    # The system prompt is shared by many calls: let the provider cache it where it must be
+    # asked to (Anthropic's cache_control); OpenAI and Gemini cache long prefixes by themselves.
+    cache_prefix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,10 @@ class LLMResponse:
     # False when the provider sent no usage and the token counts are our own estimate
     # (some OpenAI-compatible servers): the lane's calibration must not learn from those.
     usage_reported: bool = True
+    # Of input_tokens: read from the provider's prompt cache (billed at a discount), and
+    # written to it (Anthropic bills writes at a premium).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

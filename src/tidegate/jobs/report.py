@@ -35,14 +35,24 @@ class ReportInput(BaseModel):
     startup: str = Field(min_length=1, max_length=500, description="the company to research")
     focus: str | None = Field(default=None, max_length=2000,
                               description="what the memo should pay most attention to")
+    context: str | None = Field(default=None, max_length=400_000,
+                                description="material to research from: a pitch deck's text, "
+                                "notes, filings (sent once per section, cached by the "
+                                "provider where it can)")
     model: ModelSpec = ModelField
 
 
-def _section_prompt(inp: ReportInput, about: str) -> str:
+def _system(inp: ReportInput) -> str:
+    """What every section's call shares, first and identical, so that the provider's prompt
+    cache serves it to the later sections at a fraction of the input price."""
     focus = f" Pay particular attention to: {inp.focus}." if inp.focus else ""
-    return (f"We are researching the startup {inp.startup}.{focus}\n\n"
-            f"Write the section of the memo about {about}. "
-            "Three short paragraphs at most.")
+    material = (f"\n\nThe material to research from:\n<material>\n{inp.context}\n</material>"
+                if inp.context else "")
+    return f"{SYSTEM}\n\nWe are researching the startup {inp.startup}.{focus}{material}"
+
+
+def _section_prompt(about: str) -> str:
+    return f"Write the section of the memo about {about}. Three short paragraphs at most."
 
 
 def _synthesis_prompt(inp: ReportInput, sections: dict[str, Any]) -> str:
@@ -62,20 +72,20 @@ def startup_report(ctx: JobContext[ReportInput]) -> dict[str, Any]:
         if key in sections:  # finished by an earlier attempt
             continue
         ctx.progress(100 * (i - 1) / STEPS, f"Researching {title.lower()} ({i}/{STEPS})")
-        resp, rec = llm.complete([{"role": "system", "content": SYSTEM},
-                                  {"role": "user", "content": _section_prompt(inp, about)}],
+        resp, rec = llm.complete([{"role": "system", "content": _system(inp)},
+                                  {"role": "user", "content": _section_prompt(about)}],
                                  model=inp.model, section=key, max_output_tokens=500,
-                                 step=key)
+                                 step=key, cache_prefix=True)
         sections[key] = {"text": resp.text.strip(), **rec.to_dict()}
         ctx.save(key, sections[key], progress=100 * i / STEPS,
                  message=f"Finished {title.lower()} ({i}/{STEPS})")
     synthesis = ctx.saved.get("synthesis")
     if synthesis is None:
         ctx.progress(100 * len(SECTIONS) / STEPS, f"Writing the summary ({STEPS}/{STEPS})")
-        resp, rec = llm.complete([{"role": "system", "content": SYSTEM},
+        resp, rec = llm.complete([{"role": "system", "content": _system(inp)},
                                   {"role": "user", "content": _synthesis_prompt(inp, sections)}],
                                  model=inp.model, section="synthesis", max_output_tokens=300,
-                                 step="synthesis")
+                                 step="synthesis", cache_prefix=True)
         synthesis = {"text": resp.text.strip(), **rec.to_dict()}
         ctx.save("synthesis", synthesis, progress=99, message="Assembling the report")
     report = "\n\n".join(

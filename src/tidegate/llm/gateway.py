@@ -85,6 +85,9 @@ class CallRecord:
     simulated: bool
     lanes_tried: list[str] = field(default_factory=list)
     unpriced: bool = False  # the model has no price: the cost is unknown, not zero
+    # Of input_tokens: read from / written to the provider's prompt cache (priced apart).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     # "cache" or "inflight" when another call's answer was reused (no provider call).
     reused: str | None = None
 
@@ -102,6 +105,9 @@ class CallRecord:
                 **self.usage(), "latency_s": round(self.latency_s, 3),
                 "simulated": self.simulated,
                 **({"lanes_tried": self.lanes_tried} if len(self.lanes_tried) > 1 else {}),
+                **({"cache_read_tokens": self.cache_read_tokens,
+                    "cache_write_tokens": self.cache_write_tokens}
+                   if self.cache_read_tokens or self.cache_write_tokens else {}),
                 **({"reused": self.reused} if self.reused else {})}
 
 
@@ -160,11 +166,14 @@ class LLMGateway:
                 self._configured[lane] = limits
             return self._configured[lane]
 
-    def usage_of(self, lane: str, input_tokens: int, output_tokens: int) -> Usage:
-        """One call's usage, priced from the settings (``unpriced`` if the model has none)."""
+    def usage_of(self, lane: str, input_tokens: int, output_tokens: int, *,
+                 cache_read: int = 0, cache_write: int = 0) -> Usage:
+        """One call's usage, priced from the settings (``unpriced`` if the model has none);
+        the input read from or written to the prompt cache at its own price."""
         provider, _, model = lane.partition(":")
         return Usage.of(input_tokens, output_tokens,
-                        self.config.cost_usd(provider, model, input_tokens, output_tokens))
+                        self.config.cost_usd(provider, model, input_tokens, output_tokens,
+                                             cache_read, cache_write))
 
     def chain(self, job_type: str, first: str, *, explicit: bool) -> list[str]:
         """The lanes to try: the one asked for, then the job type's fallbacks (unless the
@@ -190,10 +199,13 @@ class JobLLM:
                  section: str | None = None, max_output_tokens: int = 512,
                  temperature: float | None = None, timeout_s: float = 60.0,
                  json_output: bool = False, step: str = "call",
-                 fallback: bool | None = None) -> tuple[LLMResponse, CallRecord]:
+                 fallback: bool | None = None,
+                 cache_prefix: bool = False) -> tuple[LLMResponse, CallRecord]:
         """One completion. With ``model`` named, only that lane is tried unless ``fallback``
         is True (then the job type's fallbacks follow it); without, the job type's model and
-        its fallbacks. Returns the response and what the call cost."""
+        its fallbacks. ``cache_prefix``: the system prompt is shared by many calls, so ask
+        the provider to cache it where that must be asked (Anthropic). Returns the response
+        and what the call cost."""
         msgs = tuple(m if isinstance(m, Message) else Message(m["role"], m["content"])
                      for m in messages)
         spec = model or self.default_model(section)
@@ -206,7 +218,8 @@ class JobLLM:
             provider = self.gw.providers.get(provider_name)
             req = LLMRequest(model=model_name, messages=msgs,
                              max_output_tokens=max_output_tokens, temperature=temperature,
-                             timeout_s=timeout_s, json_output=json_output)
+                             timeout_s=timeout_s, json_output=json_output,
+                             cache_prefix=cache_prefix)
             return provider.complete(req)
 
         def admitted() -> tuple[LLMResponse, CallRecord]:
@@ -432,7 +445,9 @@ class JobLLM:
             in_tok, out_tok = usage(result)
             self._learn(lane, content, result, raw_in, in_tok, est_out, out_tok)
             provider_name, _, model_name = lane.partition(":")
-            spent = gw.usage_of(lane, in_tok, out_tok)
+            cache_read, cache_write = _cache_of(result)
+            spent = gw.usage_of(lane, in_tok, out_tok, cache_read=cache_read,
+                                cache_write=cache_write)
             ctx.add_usage(spent)
             if gw.spending is not None:
                 gw.spending.settle(hold, tenant=ctx.tenant, job_type=ctx.job_type, lane=lane,
@@ -454,14 +469,17 @@ class JobLLM:
                                 cost_nanos=spent.cost_nanos, unpriced=spent.unpriced,
                                 latency_s=latency,
                                 simulated=bool(getattr(result, "simulated", False)),
-                                lanes_tried=tried)
+                                lanes_tried=tried, cache_read_tokens=cache_read,
+                                cache_write_tokens=cache_write)
             ctx.event("llm_call", {
                 "lane": lane, "model": f"{provider_name}:{model_name}", "step": step,
                 "input_tokens": in_tok, "output_tokens": out_tok,
                 "cost_usd": record.cost_usd, "latency_ms": round(latency * 1000),
                 # Which lane of the chain answered: not the first one asked for.
                 "fallback": lane != lanes[0], "lanes_tried": list(tried),
-                "simulated": record.simulated})
+                "simulated": record.simulated,
+                **({"cache_read_tokens": cache_read, "cache_write_tokens": cache_write}
+                   if cache_read or cache_write else {})})
             return result, record
 
     def _calibrated_input(self, lane: str, content: cal.ContentClass, raw: int) -> int:
@@ -572,7 +590,9 @@ class JobLLM:
                 return
             in_tok, out_tok = _usage_of(future.result())
             self.gw.limiter.settle(lane, rid, input_tokens=in_tok, output_tokens=out_tok)
-            spent = self.gw.usage_of(lane, in_tok, out_tok)
+            cache_read, cache_write = _cache_of(future.result())
+            spent = self.gw.usage_of(lane, in_tok, out_tok, cache_read=cache_read,
+                                     cache_write=cache_write)
             self.ctx.add_late_usage(spent)
             if self.gw.spending is not None:  # billed: it counts against the budget too
                 self.gw.spending.settle(hold, tenant=self.ctx.tenant,
@@ -586,3 +606,9 @@ class JobLLM:
 
 def _usage_of(result: Any) -> tuple[int, int]:
     return int(getattr(result, "input_tokens", 0)), int(getattr(result, "output_tokens", 0))
+
+
+def _cache_of(result: Any) -> tuple[int, int]:
+    """(input tokens read from, written to the provider's prompt cache)."""
+    return (int(getattr(result, "cache_read_tokens", 0) or 0),
+            int(getattr(result, "cache_write_tokens", 0) or 0))

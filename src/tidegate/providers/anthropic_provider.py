@@ -47,7 +47,12 @@ class AnthropicProvider:
             "messages": [{"role": role, "content": content} for role, content in turns],
             "timeout": req.timeout_s,
         }
-        if system:
+        if system and req.cache_prefix:
+            # Cache the prompt up to here: later calls with the same system prompt read it
+            # at a tenth of the input price (if it is long enough for Anthropic to cache).
+            params["system"] = [{"type": "text", "text": system,
+                                 "cache_control": {"type": "ephemeral"}}]
+        elif system:
             params["system"] = system
         if req.temperature is not None:
             params["temperature"] = req.temperature
@@ -66,7 +71,9 @@ class AnthropicProvider:
         return LLMResponse(
             text=text, input_tokens=_input_tokens(usage), output_tokens=usage.output_tokens,
             model=message.model or req.model, provider=self.name,
-            latency_s=time.monotonic() - started, rate_limits=limits, simulated=self.simulated)
+            latency_s=time.monotonic() - started, rate_limits=limits, simulated=self.simulated,
+            cache_read_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
+            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", 0) or 0)
 
     def stream(self, req: LLMRequest) -> TextStream:
         started = time.monotonic()
@@ -82,12 +89,16 @@ class AnthropicProvider:
         input_tokens: int | None = None
         output_tokens: int | None = None
         model = req.model
+        cache = (0, 0)
         try:
             for event in events:
                 kind = getattr(event, "type", "")
                 if kind == "message_start":
                     model = event.message.model or model
                     input_tokens = _input_tokens(event.message.usage)
+                    cache = (getattr(event.message.usage, "cache_read_input_tokens", 0) or 0,
+                             getattr(event.message.usage, "cache_creation_input_tokens", 0)
+                             or 0)
                 elif kind == "content_block_delta" and getattr(event.delta, "type", "") == "text_delta":
                     parts.append(event.delta.text)
                     yield event.delta.text
@@ -102,7 +113,8 @@ class AnthropicProvider:
             else estimate_messages_tokens(req.messages),
             output_tokens=output_tokens if output_tokens is not None else estimate_tokens(text),
             model=model, provider=self.name, latency_s=time.monotonic() - started,
-            rate_limits=limits, simulated=self.simulated)
+            rate_limits=limits, simulated=self.simulated, cache_read_tokens=cache[0],
+            cache_write_tokens=cache[1])
 
 
 def _input_tokens(usage: Any) -> int:

@@ -102,7 +102,10 @@ class GeminiProvider:
             model=(last.model_version if last is not None else None) or req.model,
             provider=self.name, latency_s=time.monotonic() - started,
             rate_limits=self._limits(last), simulated=self.simulated,
-            usage_reported=prompt is not None)
+            usage_reported=prompt is not None,
+            # Gemini's implicit caching: prompt tokens served from its cache, at a discount.
+            cache_read_tokens=(getattr(usage, "cached_content_token_count", 0) or 0)
+            if usage else 0)
 
     def stream(self, req: LLMRequest) -> TextStream:
         started = time.monotonic()

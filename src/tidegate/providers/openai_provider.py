@@ -68,7 +68,7 @@ class OpenAIProvider:
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
             model=completion.model or req.model, provider=self.name,
             latency_s=time.monotonic() - started, rate_limits=limits, simulated=self.simulated,
-            usage_reported=usage is not None)
+            usage_reported=usage is not None, cache_read_tokens=_cached(usage))
 
     def stream(self, req: LLMRequest) -> TextStream:
         started = time.monotonic()
@@ -101,7 +101,8 @@ class OpenAIProvider:
             input_tokens=usage.prompt_tokens if usage else estimate_messages_tokens(req.messages),
             output_tokens=usage.completion_tokens if usage else estimate_tokens(text),
             model=model, provider=self.name, latency_s=time.monotonic() - started,
-            rate_limits=limits, simulated=self.simulated, usage_reported=usage is not None)
+            rate_limits=limits, simulated=self.simulated, usage_reported=usage is not None,
+            cache_read_tokens=_cached(usage))
 
     def embed(self, texts: list[str], model: str, timeout_s: float = 60.0) -> EmbeddingResponse:
         """Embed any number of texts, ``embed_batch_size`` per request (OpenAI allows 2048)."""
@@ -128,3 +129,9 @@ class OpenAIProvider:
                                  provider=self.name, latency_s=time.monotonic() - started,
                                  rate_limits=limits, simulated=self.simulated,
                                  usage_reported=reported)
+
+
+def _cached(usage: Any) -> int:
+    """Prompt tokens OpenAI answered from its automatic prefix cache (billed at a discount)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    return int(getattr(details, "cached_tokens", 0) or 0)

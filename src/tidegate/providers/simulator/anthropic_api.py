@@ -77,6 +77,14 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _cached_prefix(system: Any) -> str:
+    """The system text up to and including its last block marked ``cache_control``."""
+    if not isinstance(system, list):
+        return ""
+    marked = [i for i, b in enumerate(system) if isinstance(b, dict) and b.get("cache_control")]
+    return _text_of(system[:marked[-1] + 1]) if marked else ""
+
+
 def _key(request: Request) -> str | None:
     key = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
@@ -108,18 +116,23 @@ async def messages(request: Request, state: SimState) -> Response:
     if fault == "malformed":
         return malformed_response(headers, stream, event="message_start")
     comp = state.complete(call)
+    read, written = state.prompt_cache(call, _cached_prefix(b.get("system")))
+    # As Anthropic reports it: input_tokens is what was neither read from nor written to the
+    # cache; the three together are the prompt.
+    usage: dict[str, Any] = {"input_tokens": call.input_tokens - read - written,
+                             "cache_creation_input_tokens": written,
+                             "cache_read_input_tokens": read}
     mid = f"msg_sim{state.next_id()}"
     stop = "max_tokens" if comp.truncated else "end_turn"
     message: dict[str, Any] = {"id": mid, "type": "message", "role": "assistant", "model": model,
                                "content": [{"type": "text", "text": comp.text}],
                                "stop_reason": stop, "stop_sequence": None,
-                               "usage": {"input_tokens": call.input_tokens,
-                                         "output_tokens": comp.output_tokens}}
+                               "usage": {**usage, "output_tokens": comp.output_tokens}}
     if not stream:
         await wait_like_a_model(comp)
         return json_response(message, headers=headers)
     start = {**message, "content": [], "stop_reason": None,
-             "usage": {"input_tokens": call.input_tokens, "output_tokens": 1}}
+             "usage": {**usage, "output_tokens": 1}}
     prologue = [sse({"type": "message_start", "message": start}, "message_start"),
                 sse({"type": "content_block_start", "index": 0,
                      "content_block": {"type": "text", "text": ""}}, "content_block_start"),

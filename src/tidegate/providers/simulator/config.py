@@ -49,6 +49,11 @@ class SimulatorConfig(BaseModel):
     malformed_rate: float = Rate
     hang_s: float = Field(default=600.0, ge=0)  # "far beyond any client timeout"
     embedding_dims: int = Field(default=256, ge=8, le=4096)
+    # Prompt caching as the vendors document it: Anthropic caches a prefix marked with
+    # cache_control, OpenAI any prompt's first message automatically; a prefix shorter than
+    # this is not cached; a hit keeps it for another cache_ttl_s.
+    cache_min_tokens: int = Field(default=1024, ge=1)
+    cache_ttl_s: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> SimulatorConfig:

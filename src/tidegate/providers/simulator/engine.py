@@ -81,7 +81,25 @@ class SimState:
         self.stopping = threading.Event()
         self._reset_counters()
         self.quotas = self._new_quotas(config)
+        self._prompt_cache: dict[tuple[str, str, str, str], float] = {}  # prefix -> expiry
         counter(config.tokenizer)  # a tokenizer that cannot load stops the simulator at start
+
+    def prompt_cache(self, call: Call, prefix: str) -> tuple[int, int]:
+        """(tokens read from the cache, tokens written to it) for a prompt that starts with
+        ``prefix``: a prefix seen within ``cache_ttl_s`` for the same key and model is read,
+        a new one written; one below ``cache_min_tokens`` is neither."""
+        n = self.tokens(prefix) if prefix else 0
+        if n < self.config.cache_min_tokens:
+            return 0, 0
+        entry = (call.vendor, key_label(call.key), call.model,
+                 hashlib.sha256(prefix.encode()).hexdigest())
+        now = time.monotonic()
+        with self._lock:
+            expires = self._prompt_cache.get(entry)
+            self._prompt_cache[entry] = now + self.config.cache_ttl_s
+            if len(self._prompt_cache) > 10_000:  # bounded: forget the expired ones
+                self._prompt_cache = {k: v for k, v in self._prompt_cache.items() if v > now}
+        return (n, 0) if expires is not None and expires > now else (0, n)
 
     def tokens(self, text: str) -> int:
         """Tokens in ``text`` as this simulator counts them (``tokenizer`` in its config)."""
@@ -115,6 +133,7 @@ class SimState:
             self._reset_counters()
             self.quotas = self._new_quotas(self.config)
             self._rng = random.Random(self.config.seed)
+            self._prompt_cache = {}
 
     def next_id(self) -> int:
         return next(self._ids)

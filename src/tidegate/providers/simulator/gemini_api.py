@@ -106,8 +106,11 @@ async def generate(request: Request, state: SimState, model: str, method: str) -
     comp = state.complete(call)
     rid = f"sim{state.next_id()}"
     finish = "MAX_TOKENS" if comp.truncated else "STOP"
+    # Gemini's implicit caching: a long system instruction seen lately is served from cache.
+    cached, _ = state.prompt_cache(call, texts[0])
     usage = {"promptTokenCount": call.input_tokens, "candidatesTokenCount": comp.output_tokens,
-             "totalTokenCount": call.input_tokens + comp.output_tokens}
+             "totalTokenCount": call.input_tokens + comp.output_tokens,
+             **({"cachedContentTokenCount": cached} if cached else {})}
 
     def reply(text: str, finish_reason: str | None, usage_md: dict[str, int]) -> dict[str, Any]:
         cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}

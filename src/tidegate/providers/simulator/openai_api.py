@@ -112,8 +112,13 @@ async def chat(request: Request, state: SimState) -> Response:
     comp = state.complete(call)
     cid, created = f"chatcmpl-sim{state.next_id()}", int(time.time())
     finish = "length" if comp.truncated else "stop"
+    # OpenAI caches long prompts' prefixes by itself; the first message stands for the prefix.
+    first = body["messages"][0] if body["messages"] else {}
+    cached, _ = state.prompt_cache(call, _text_of(first.get("content"))
+                                   if isinstance(first, dict) else "")
     usage = {"prompt_tokens": call.input_tokens, "completion_tokens": comp.output_tokens,
-             "total_tokens": call.input_tokens + comp.output_tokens}
+             "total_tokens": call.input_tokens + comp.output_tokens,
+             "prompt_tokens_details": {"cached_tokens": cached}}
     if not stream:
         await wait_like_a_model(comp)
         return json_response({
