@@ -65,3 +65,15 @@ def test_usage_adds_up_and_groups(store) -> None:
     everyone = store.usage_report(tenant=None, start=d2, end=d2, group_by=[])
     assert [(r.requests, r.cost_nanos) for r in everyone] == [(4, 115)]
     assert store.usage_report(tenant="nobody", start=d1, end=d2, group_by=[]) == []
+
+
+def test_reused_calls_add_up_apart_and_spend_nothing(store) -> None:
+    day = date(2026, 12, 3)
+    store.add_usage(tenant="acme", day=day, type="chat", lane="openai:a", usage=Usage(10, 5, 100))
+    for _ in range(2):  # two calls answered by that one's answer
+        store.add_usage(tenant="acme", day=day, type="chat", lane="openai:a", usage=Usage(),
+                        requests=0, reused=1, saved=Usage(10, 5, 100))
+    assert store.usage_since("acme", day) == Usage(10, 5, 100)  # budgets count spend only
+    [row] = store.usage_report(tenant="acme", start=day, end=day, group_by=["lane"])
+    assert (row.requests, row.input_tokens, row.cost_nanos) == (1, 10, 100)
+    assert (row.reused_requests, row.saved) == (2, Usage(20, 10, 200))
