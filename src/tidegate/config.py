@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.errors import ConfigurationError
@@ -91,6 +91,21 @@ class Settings(BaseSettings):
                                       "these is dropped on both ends (0: no heartbeats)")
     worker_concurrency: int = Field(default=8, ge=1)
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    worker_prefetch_multiplier: int = Field(default=1, ge=1, description="messages a worker "
+                                            "holds per free slot (Celery's "
+                                            "worker_prefetch_multiplier); 1 strands the "
+                                            "fewest when a worker dies")
+    worker_autoscale: str | None = Field(default=None, description="`MAX,MIN` processes: "
+                                         "the prefork pool grows and shrinks with the load")
+    worker_max_tasks_per_child: int | None = Field(default=None, ge=1, description="a "
+                                                   "prefork child is replaced after this "
+                                                   "many jobs")
+    worker_max_memory_per_child_kb: int | None = Field(default=None, ge=1024, description=(
+        "a prefork child is replaced after a job that leaves it above this resident memory"))
+    flower_basic_auth: SecretStr | None = Field(default=None, description="`user:password` "
+                                                "(comma-separated for several): Flower asks "
+                                                "for it; required when Flower listens "
+                                                "beyond loopback")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="a stopping worker lets "
                                     "running jobs finish this long, then hands them back")
     job_modules: str = Field(default="", description="comma-separated modules that register "

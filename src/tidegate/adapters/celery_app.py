@@ -43,7 +43,7 @@ def create_celery(settings: Settings, *, name: str = "tidegate") -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
         # After a broker reconnect Celery would lower the prefetch count and raise it again
         # from the ack callback; with the threads pool that callback runs on a job thread and
         # its synchronous basic.qos reads the AMQP socket the consumer is reading too, which
