@@ -82,6 +82,7 @@ def api(host: Annotated[str | None, typer.Option(help="[env: TIDEGATE_HOST]")] =
         fail(f"unknown --server {server!r}; use gunicorn or uvicorn")
     settings = settings_or_exit(host=host, port=port)
     setup_logging(settings)
+    _warn_if_evicting(settings)
     # Workers rebuild Settings from the environment; pass the CLI overrides on.
     os.environ["TIDEGATE_HOST"], os.environ["TIDEGATE_PORT"] = settings.host, str(settings.port)
     if server == "uvicorn":
@@ -159,6 +160,7 @@ def worker(queues: Annotated[str, typer.Option(
     except ConfigurationError as exc:
         fail(f"refusing to start the worker: {exc.message}")
     setup_logging(settings, loglevel)
+    _warn_if_evicting(settings)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
@@ -202,7 +204,15 @@ def beat() -> None:
 
     settings = settings_or_exit()
     setup_logging(settings)
+    _warn_if_evicting(settings)
     run_scheduler(settings)
+
+
+def _warn_if_evicting(settings: Settings) -> None:
+    from ..adapters.redis_policy import warn_if_evicting
+
+    if not settings.embedded_redis:
+        warn_if_evicting(settings)
 
 
 def db_upgrade() -> None:
