@@ -39,7 +39,7 @@ def run(argv: list[str], env: dict[str, str], timeout_s: float = 60) -> subproce
 
 def inspect(what: str, env: dict[str, str]) -> dict[str, object]:
     res = run([CELERY, "-A", "tidegate.worker.celery", "inspect", what, "--json",
-               "--timeout", "3"], env)
+               "--timeout", "10"], env)
     assert res.returncode == 0, res.stdout + res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -78,14 +78,14 @@ def test_worker_flags_reach_celery_and_celery_tools_see_the_jobs(
                         database_url=env["TIDEGATE_DATABASE_URL"], data_dir=tmp_path)
     container = build_container(settings)
     jobs = [container.service.submit(tenant=f"tenant{i % 2}", type="echo",
-                                     input={"sleep_s": 1.5, "steps": 3})[0] for i in range(6)]
+                                     input={"sleep_s": 3, "steps": 3})[0] for i in range(6)]
     active = wait_for(lambda: [t for t in inspect("active", env)[node]  # type: ignore[attr-defined]
-                               ] or None, 30, "a job active")
+                               ] or None, 60, "a job active")
     # (the message itself carries the job id only; Flower below shows type and tenant)
     assert active[0]["args"][0] in {j.id for j in jobs}
     # under load the pool grows to its maximum
     wait_for(lambda: inspect("stats", env)[node]["autoscaler"]["current"] == 3,  # type: ignore[index]
-             30, "autoscaled to 3")
+             60, "autoscaled to 3")
     wait_for(lambda: all(container.store.get(j.id).status.terminal for j in jobs), 90,
              "jobs finished")
     assert all(container.store.get(j.id).status is Status.SUCCEEDED for j in jobs)
