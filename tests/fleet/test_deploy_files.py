@@ -10,6 +10,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +267,25 @@ def test_dockerfile_is_multi_stage_slim_and_unprivileged() -> None:
         for source in copied.split():
             assert (ROOT / source).exists() and f"!{source.rstrip('/')}" in {
                 i.rstrip("/") for i in ignored}, source
+
+
+def test_the_docker_build_context_builds_a_complete_wheel(tmp_path: Path) -> None:
+    """What .dockerignore lets through is enough for the Dockerfile's `pip install .`, and
+    the wheel carries the files the processes read at run time."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for kept in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / kept, context / kept)
+    shutil.copytree(ROOT / "src", context / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                          "-w", str(tmp_path / "dist"), str(context)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("tidegate-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("tidegate/api/gunicorn.conf.py", "tidegate/worker/celery.py",
+                   "tidegate/llm_defaults.toml", "tidegate/api/static/index.html",
+                   "tidegate/adapters/limiter/lua/acquire.lua",
+                   "tidegate/adapters/sql/migrations/versions/0001_initial.py"):
+        assert needed in names, needed
