@@ -12,13 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault.harness import ProcSet, RabbitServer
 from tests.services import AMQP_URL, need
+from tidegate.adapters.celery_app import create_celery
+from tidegate.adapters.dispatch import CeleryDispatcher
+from tidegate.core.errors import Unavailable
 from tidegate.core.models import TenantSettings
 from tidegate.core.statuses import Status
+from tidegate.embedded import free_port
 from tidegate.wiring import build_container
 
 from ..integration.helpers import running_worker, wait_until
-from .test_redis_security import settings_for
+from .certs import issue, make_ca
+from .test_redis_security import run_echo_jobs, settings_for
 
 CTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
@@ -70,3 +76,32 @@ def test_quorum_queues_with_a_vhost_and_user_of_its_own(tmp_path: Path, redis_ur
         "high": "quorum", "medium": "quorum", "low": "quorum"}
     assert any(name.startswith("celery_delayed_") for name in types)
     container.close()
+
+
+def test_amqps_with_a_client_certificate(tmp_path: Path, procs: ProcSet, redis_url: str) -> None:
+    """A private RabbitMQ whose TLS listener requires a client certificate: jobs flow over
+    amqps:// with the CA and certificate from the settings; without the certificate, or
+    against another CA, the broker is unavailable."""
+    ca = make_ca(tmp_path)
+    server_cert, server_key = issue(tmp_path, ca, "rabbit-server")
+    client_cert, client_key = issue(tmp_path, ca, "tidegate")
+    rabbit = RabbitServer(procs, tmp_path)
+    tls_port = free_port()
+    with (rabbit.dir / "rabbitmq.conf").open("a") as conf:
+        conf.write(f"listeners.ssl.default = 127.0.0.1:{tls_port}\n"
+                   f"ssl_options.cacertfile = {ca[0]}\n"
+                   f"ssl_options.certfile = {server_cert}\n"
+                   f"ssl_options.keyfile = {server_key}\n"
+                   "ssl_options.verify = verify_peer\n"
+                   "ssl_options.fail_if_no_peer_cert = true\n")
+    rabbit.start(timeout_s=90)
+    settings = settings_for(tmp_path, broker_url=f"amqps://guest:guest@127.0.0.1:{tls_port}//",
+                            redis_url=redis_url, tls_ca_file=ca[0], tls_cert_file=client_cert,
+                            tls_key_file=client_key)
+    CeleryDispatcher(create_celery(settings)).ping()
+    run_echo_jobs(settings)
+    no_client_cert = settings.model_copy(update={"tls_cert_file": None, "tls_key_file": None})
+    other_ca = settings.model_copy(update={"tls_ca_file": make_ca(tmp_path, "other-ca")[0]})
+    for refused in (no_client_cert, other_ca):
+        with pytest.raises(Unavailable):
+            CeleryDispatcher(create_celery(refused)).ping()

@@ -10,11 +10,14 @@ import pytest
 import redis
 
 from tests.fault.harness import ProcSet, RedisServer, redis_binary, wait_for
+from tidegate.adapters.celery_app import create_celery
+from tidegate.adapters.dispatch import CeleryDispatcher
 from tidegate.adapters.redis_client import redis_client
 from tidegate.adapters.redis_policy import warn_if_evicting
 from tidegate.adapters.sql import make_engine
 from tidegate.adapters.sql.migrate import upgrade
 from tidegate.config import Settings
+from tidegate.core.errors import Unavailable
 from tidegate.core.statuses import Status
 from tidegate.embedded import free_port
 from tidegate.wiring import build_container
@@ -79,10 +82,6 @@ def test_tls_with_a_client_certificate(tmp_path: Path, procs: ProcSet) -> None:
         with pytest.raises(redis.ConnectionError):
             client.ping()
         client.close()
-        from tidegate.adapters.celery_app import create_celery
-        from tidegate.adapters.dispatch import CeleryDispatcher
-        from tidegate.core.errors import Unavailable
-
         with pytest.raises(Unavailable):
             CeleryDispatcher(create_celery(refused)).ping()
 
