@@ -74,6 +74,10 @@ def test_worker_flags_reach_celery_and_celery_tools_see_the_jobs(
     wait_for(lambda: httpx.get(f"{base}/healthcheck").status_code == 200, 60, "flower up")
     time.sleep(2)  # Flower subscribes to the event stream after it listens
 
+    # `celery events` against the deployment: the event stream Flower reads, dumped
+    events = procs.start("events", [CELERY, "-A", "tidegate.worker.celery", "events",
+                                    "--dump"], env)
+    wait_for(lambda: "heartbeat" in events.text(), 60, "celery events receiving")
     settings = Settings(_env_file=None, redis_url=redis.url,  # type: ignore[call-arg]
                         database_url=env["TIDEGATE_DATABASE_URL"], data_dir=tmp_path)
     container = build_container(settings)
@@ -92,6 +96,11 @@ def test_worker_flags_reach_celery_and_celery_tools_see_the_jobs(
     # --max-tasks-per-child 2: six jobs later no child of the first ones is left
     later = set(inspect("stats", env)[node]["pool"]["processes"])  # type: ignore[index]
     assert later and not later & first_children, (first_children, later)
+
+    received = [line for line in events.text().splitlines() if "task received" in line]
+    assert any(jobs[0].id in line and "'tenant': 'tenant0'" in line for line in received), \
+        [line for line in events.text().splitlines() if "heartbeat" not in line][:20]
+    events.stop()
 
     # Flower asks for the password and shows each task as its job's type and tenant
     assert httpx.get(f"{base}/api/tasks").status_code == 401
