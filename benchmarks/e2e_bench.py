@@ -20,6 +20,7 @@ depend on what else the machine runs.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from benchmarks.submit_bench import cpu_seconds, start_redis
 from tidegate.embedded import free_port
 
 CONCURRENCY = 8
+PROFILE_DIR: Path | None = None  # --profile
 
 
 @dataclass
@@ -122,10 +124,19 @@ def run_tidegate(procs: Procs, label: str, db_url: str, redis_url: str, jobs: in
 
     submit(50)  # warm-up: the worker builds its runtime on its first job
     wait_until("the warm-up", lambda: succeeded() >= 50, timeout_s=120, procs=procs)
+    spy = None
+    if PROFILE_DIR is not None:  # --profile: py-spy samples the worker while it runs the jobs
+        spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(worker.pid), "--format", "raw",
+                                "--rate", "200", "--nonblocking", "-o",
+                                str(PROFILE_DIR / f"worker-{label}.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0, t0 = cpu_seconds(worker.pid), time.monotonic()
     submit(jobs)
     wait_until(f"Tidegate on {label}", lambda: succeeded() >= jobs + 50, timeout_s=900,
                procs=procs)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
     run = Run(f"Tidegate on {label}", jobs, time.monotonic() - t0,
               cpu_seconds(worker.pid) - cpu0)
     engine.dispose()
@@ -137,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--only", choices=["celery", "sqlite", "postgresql"], action="append")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample each Tidegate worker with py-spy (collapsed stacks, "
+                        "DIR/worker-<store>.txt; py-spy comes with `make bench-tools`)")
     args = parser.parse_args(argv)
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile
+    if PROFILE_DIR is not None:
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     chosen = args.only or ["celery", "sqlite", "postgresql"]
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="tg-e2e-") as name:

@@ -10,16 +10,32 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .core.errors import shorten
 
 PROVIDERS = ("openai", "anthropic", "gemini")
+
+
+class JobTypeModels(Protocol):
+    """What a job type declares in code about its models (core.registry.JobType)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def fallbacks(self) -> Sequence[str]: ...
+    @property
+    def dedup(self) -> bool: ...
+    @property
+    def cache_ttl_s(self) -> float | None: ...
 
 
 class LLMConfigError(ValueError):
@@ -95,6 +111,18 @@ class JobModels(BaseModel):
     model: str | None = None
     sections: dict[str, str] = Field(default_factory=dict)
     fallbacks: list[str] = Field(default_factory=list)
+    # No call paid twice (llm/reuse.py): identical calls made at once share one answer;
+    # answers kept this long answer later identical calls. Off unless the type opts in.
+    dedup: bool = False
+    cache_ttl_s: float | None = Field(default=None, gt=0)
+
+
+class ReuseSettings(BaseModel):
+    """Whether shared answers (dedup, cache) cross tenants; by default each tenant has its
+    own, so no tenant can learn what another asked."""
+
+    model_config = ConfigDict(extra="forbid")
+    shared_across_tenants: bool = False
 
 
 class JobLimits(BaseModel):
@@ -128,6 +156,7 @@ class LLMConfig(BaseModel):
     lanes: dict[str, LaneLimits] = Field(default_factory=dict)
     jobs: dict[str, JobModels] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
+    reuse: ReuseSettings = Field(default_factory=ReuseSettings)
     # Per job type: runs started per minute and at once, across workers (core/type_limits.py).
     job_limits: dict[str, JobLimits] = Field(default_factory=dict)
     # Periodic jobs, checked against the job types by the scheduler (core/schedules.py).
@@ -156,6 +185,28 @@ class LLMConfig(BaseModel):
                 if spec is not None:
                     self.resolve(spec)
         return self
+
+    def with_job_defaults(self, types: Iterable[JobTypeModels]) -> LLMConfig:
+        """These settings with each job type's own model, fallbacks and reuse (declared in
+        code, ``@registry.job_type(..., model=, fallbacks=, dedup=, cache_ttl_s=)``) where the
+        settings' ``[jobs.<name>]`` does not set that field: the operator's file always wins.
+        Raises LLMConfigError naming the job type when its declared model does not resolve."""
+        jobs = dict(self.jobs)
+        for t in types:
+            declared = {"model": t.model, "fallbacks": list(t.fallbacks), "dedup": t.dedup,
+                        "cache_ttl_s": t.cache_ttl_s}
+            if not any(declared.values()):
+                continue
+            jm = jobs.get(t.name)
+            given = jm.model_dump(include=jm.model_fields_set) if jm is not None else {}
+            jobs[t.name] = JobModels(**{**declared, **given})
+            try:
+                for spec in [jobs[t.name].model, *jobs[t.name].fallbacks]:
+                    if spec is not None:
+                        self.resolve(spec)
+            except ValueError as exc:
+                raise LLMConfigError(f"job type {t.name!r}: {exc}") from None
+        return self.model_copy(update={"jobs": jobs})
 
     def resolve(self, spec: str) -> tuple[str, str]:
         """``"provider:model"`` or an alias -> ``(provider, model)``; LLMConfigError otherwise."""
@@ -242,6 +293,11 @@ class LLMConfig(BaseModel):
         jm = self.jobs.get(job_type)
         chain = [self.lane(lane) for lane in (jm.fallbacks if jm else [])]
         return [lane for lane in chain if lane != exclude]
+
+    def reuse_of(self, job_type: str) -> tuple[bool, float | None]:
+        """(in-flight dedup on, cache TTL or None) for a job type's calls."""
+        jm = self.jobs.get(job_type)
+        return (jm.dedup, jm.cache_ttl_s) if jm is not None else (False, None)
 
     def lane_limits(self, lane: str) -> LaneLimits:
         """Limits for ``"provider:model"``: exact, then ``"provider:*"``, then

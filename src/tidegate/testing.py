@@ -204,6 +204,7 @@ class JobHarness:
                  tenant: str = TENANT) -> None:
         from .jobs import load_builtin_jobs
         from .llm import GatewayPolicy, LLMGateway
+        from .llm.reuse import MemoryAnswers
         from .llm_config import load_llm_config
         from .providers.registry import Providers, build_providers
 
@@ -222,7 +223,8 @@ class JobHarness:
         if llm_settings:
             path = Path(self._tmp.name) / "llm.toml"
             path.write_text(llm_settings)
-        self.llm_config = load_llm_config(str(path) if path else None)
+        self.llm_config = load_llm_config(str(path) if path else None).with_job_defaults(
+            registry.types())
         if simulator:
             from .providers.simulator import fast_test_config, run_in_thread
 
@@ -239,9 +241,12 @@ class JobHarness:
         self.dispatcher = InMemoryDispatcher()
         self.limiter = InMemoryLimiter(self.clock.time, policy=LimiterPolicy(burst_s=60))
         # Waits longer than a moment are handed back to the harness, which skips them.
+        # Shared answers (dedup, cache) on the harness's clock, so a cache's TTL can be
+        # skipped like any wait.
+        self.answers = MemoryAnswers(self.clock.time)
         self.gateway = LLMGateway(self.providers, self.limiter, self.llm_config,
                                   policy=GatewayPolicy(short_wait_s=0.2, fallback_after_s=2,
-                                                       poll_s=0.02))
+                                                       poll_s=0.02), answers=self.answers)
         self._stops.append(self.gateway.close)
         from .jobs.common import LLM_CONFIG
 

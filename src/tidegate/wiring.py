@@ -79,10 +79,12 @@ class Container:
 
     @cached_property
     def llm_config(self) -> LLMConfig:
-        """TIDEGATE_LLM_CONFIG over the shipped defaults; API and workers read the same."""
+        """TIDEGATE_LLM_CONFIG over the shipped defaults, with the job types' own models and
+        fallbacks where it names none; API and workers read the same."""
         path = self.settings.llm_config
         try:
-            return load_llm_config(str(path) if path else None)
+            return load_llm_config(str(path) if path else None).with_job_defaults(
+                self.registry.types())
         except LLMConfigError as exc:
             raise ConfigurationError(str(exc)) from None
 

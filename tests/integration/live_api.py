@@ -20,15 +20,22 @@ from tidegate.embedded import free_port
 def live_api(settings: Settings) -> Iterator[str]:
     from tidegate.api.app import create_app
 
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread of this process; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("the API did not start")
+            raise AssertionError("the server did not start")
         time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -187,3 +187,32 @@ def test_unpriced_models_cost_none_not_zero() -> None:
     cfg = load_llm_config(None)
     assert cfg.cost_usd("openai", "my-finetune", 10**6, 10**6) is None
     assert cfg.cost_usd("gemini", "text-embedding-004", 10**6, 0) == 0  # priced at zero: free
+
+
+def test_job_types_declare_their_models_and_the_file_wins_field_by_field(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    def declared_type(name: str, **kw: object) -> SimpleNamespace:
+        return SimpleNamespace(**({"name": name, "model": None, "fallbacks": [],
+                                   "dedup": False, "cache_ttl_s": None} | kw))
+
+    declared = [declared_type("brief", model="anthropic:claude-3-5-haiku-latest",
+                              fallbacks=["gemini:gemini-2.0-flash"], cache_ttl_s=60.0),
+                declared_type("plain")]
+    config = load_llm_config().with_job_defaults(declared)
+    assert config.default_model("brief") == "anthropic:claude-3-5-haiku-latest"
+    assert config.fallbacks("brief") == ["gemini:gemini-2.0-flash"]
+    assert config.default_model("plain") == config.default_model("no-such-type")
+    assert "anthropic:claude-3-5-haiku-latest" in config.configured_models()
+    assert config.reuse_of("brief") == (False, 60.0)
+    assert config.reuse_of("plain") == (False, None)
+    path = tmp_path / "llm.toml"
+    path.write_text('[jobs.brief]\nfallbacks = []\ndedup = true\n')
+    config = load_llm_config(str(path)).with_job_defaults(declared)
+    assert config.default_model("brief") == "anthropic:claude-3-5-haiku-latest"
+    assert config.fallbacks("brief") == []
+    assert config.reuse_of("brief") == (True, 60.0)
+    bad = [declared_type("typo", model="opnai:gpt-4o")]
+    with pytest.raises(LLMConfigError, match="job type 'typo'"):
+        load_llm_config().with_job_defaults(bad)

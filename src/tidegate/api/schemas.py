@@ -298,6 +298,11 @@ class UsageLine(BaseModel):
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    reused_requests: int = Field(0, description="calls answered without a provider call: "
+                                 "from the response cache or by an identical call in flight")
+    saved_input_tokens: int = 0
+    saved_output_tokens: int = 0
+    saved_cost_usd: float = Field(0.0, description="what the reused calls would have cost")
 
 
 class UsageReport(BaseModel):

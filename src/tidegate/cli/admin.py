@@ -198,17 +198,23 @@ def usage(start: Annotated[str | None, typer.Option("--from", help="first UTC da
           group_by: Annotated[str, typer.Option(help="any of tenant,type,lane,day")]
           = "tenant") -> None:
     """LLM requests, tokens and cost per tenant, job type, lane or day (yours, or every
-    tenant's with an admin key)."""
+    tenant's with an admin key), and the calls answered from the cache or by an identical
+    call in flight, with what they saved."""
     from .client import Api
 
     params = {"group_by": group_by, **({"from": start} if start else {}),
               **({"to": end} if end else {})}
     report = Api().call("GET", "/v1/usage", params=params)
     groups = report["group_by"]
+    # Reused answers (cache, in-flight dedup) get their columns once there are any.
+    reused = any(r.get("reused_requests") for r in report["rows"])
     table = Table(*groups, "requests", "input tokens", "output tokens", "cost",
+                  *(("reused", "saved") if reused else ()),
                   title=f"usage {report['start']} .. {report['end']} (UTC)")
     for r in report["rows"]:
         table.add_row(*[escape(str(r[g])) for g in groups], f"{r['requests']:,}",
                       f"{r['input_tokens']:,}", f"{r['output_tokens']:,}",
-                      f"${r['cost_usd']:,.6f}")
+                      f"${r['cost_usd']:,.6f}",
+                      *((f"{r.get('reused_requests', 0):,}",
+                         f"${r.get('saved_cost_usd', 0):,.6f}") if reused else ()))
     console.print(table if report["rows"] else "no usage in this period")

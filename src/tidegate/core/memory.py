@@ -44,6 +44,7 @@ class InMemoryJobStore:
         self._keys: dict[str, tuple[ApiKey, str]] = {}
         self._tenants: dict[str, TenantSettings] = {}
         self._usage: dict[tuple[str, date, str, str], tuple[int, Usage]] = {}
+        self._saved: dict[tuple[str, date, str, str], tuple[int, Usage]] = {}  # reused calls
         self._lock = threading.RLock()
 
     def _copy(self, job: Job) -> Job:
@@ -413,11 +414,13 @@ class InMemoryJobStore:
             return sorted(self._tenants.values(), key=lambda t: t.name)
 
     def add_usage(self, *, tenant: str, day: date, type: str, lane: str, usage: Usage,
-                  requests: int = 1) -> None:
+                  requests: int = 1, reused: int = 0, saved: Usage | None = None) -> None:
         with self._lock:
             k = (tenant, day, type, lane)
             n, u = self._usage.get(k, (0, Usage()))
             self._usage[k] = (n + requests, u.add(usage))
+            r, v = self._saved.get(k, (0, Usage()))
+            self._saved[k] = (r + reused, v.add(saved or Usage()))
 
     def usage_since(self, tenant: str, since: date) -> Usage:
         total = Usage()
@@ -429,17 +432,20 @@ class InMemoryJobStore:
 
     def usage_report(self, *, tenant: str | None, start: date, end: date,
                      group_by: Sequence[str]) -> builtins.list[UsageRow]:
-        sums: dict[tuple[str, ...], tuple[int, Usage]] = {}
+        sums: dict[tuple[str, ...], tuple[int, Usage, int, Usage]] = {}
         with self._lock:
-            for (t, day, typ, lane), (n, u) in self._usage.items():
+            for k, (n, u) in self._usage.items():
+                t, day, typ, lane = k
                 if (tenant is not None and t != tenant) or not start <= day <= end:
                     continue
+                r, v = self._saved.get(k, (0, Usage()))
                 fields = {"tenant": t, "type": typ, "lane": lane, "day": day.isoformat()}
                 key = tuple(fields[g] for g in group_by)
-                m, v = sums.get(key, (0, Usage()))
-                sums[key] = (m + n, v.add(u))
+                m, w, rs, vs = sums.get(key, (0, Usage(), 0, Usage()))
+                sums[key] = (m + n, w.add(u), rs + r, vs.add(v))
         return [UsageRow(dict(zip(group_by, key, strict=True)), n, u.input_tokens,
-                         u.output_tokens, u.cost_nanos) for key, (n, u) in sorted(sums.items())]
+                         u.output_tokens, u.cost_nanos, r, v)
+                for key, (n, u, r, v) in sorted(sums.items())]
 
     def ping(self) -> None:
         return None

@@ -180,6 +180,9 @@ class UsageRow:
     input_tokens: int
     output_tokens: int
     cost_nanos: int
+    # Calls answered without a provider call (llm/reuse.py), and what they would have cost.
+    reused_requests: int = 0
+    saved: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True, slots=True)

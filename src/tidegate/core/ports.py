@@ -194,7 +194,10 @@ class AccountStore(Protocol):
     def list_tenants(self) -> builtins.list[TenantSettings]: ...
 
     def add_usage(self, *, tenant: str, day: date, type: str, lane: str, usage: Usage,
-                  requests: int = 1) -> None: ...
+                  requests: int = 1, reused: int = 0, saved: Usage | None = None) -> None:
+        """Add to the day's usage: ``requests`` calls made for ``usage``; ``reused`` calls
+        answered by another call's answer, which would have cost ``saved``."""
+        ...
 
     def usage_since(self, tenant: str, since: date) -> Usage:
         """The tenant's usage on ``since`` and every day after (budgets rebuild from it)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,14 @@ class JobType:
     # None: no such limit. The settings file may override both.
     per_minute: int | None = None
     concurrency: int | None = None
+    # The model it calls when a call names none, and its fallback lanes: the job type's own
+    # choice, which the LLM settings' [jobs.<name>] may override field by field.
+    model: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    # Whether identical calls made at once by its jobs share one answer, and how long its
+    # answers are kept for later identical calls (llm/reuse.py); the settings may override.
+    dedup: bool = False
+    cache_ttl_s: float | None = None
 
     def validate(self, data: Any, context: Mapping[str, Any] | None = None) -> BaseModel:
         """``context`` reaches the input model's validators (e.g. the loaded LLM settings)."""
@@ -53,10 +61,17 @@ class Registry:
     def job_type(self, name: str, *, input_model: type[BaseModel], priority: Priority | str,
                  max_attempts: int = 3, description: str = "",
                  max_quota_wait_s: float | None = None, per_minute: int | None = None,
-                 concurrency: int | None = None) -> Callable[[Handler], Handler]:
-        """Register ``fn`` as the handler of job type ``name``."""
+                 concurrency: int | None = None, model: str | None = None,
+                 fallbacks: Sequence[str] = (), dedup: bool = False,
+                 cache_ttl_s: float | None = None) -> Callable[[Handler], Handler]:
+        """Register ``fn`` as the handler of job type ``name``. ``model`` and ``fallbacks``
+        (``"provider:model"`` or aliases) are its defaults for ``ctx.llm`` calls; ``dedup``
+        and ``cache_ttl_s`` let its identical calls share answers (off for chat-like types,
+        where two users asking the same thing may expect different answers)."""
         if max_quota_wait_s is not None and max_quota_wait_s <= 0:
             raise ValueError("max_quota_wait_s must be positive")
+        if cache_ttl_s is not None and cache_ttl_s <= 0:
+            raise ValueError("cache_ttl_s must be positive")
         for what, value in (("per_minute", per_minute), ("concurrency", concurrency)):
             if value is not None and value < 1:
                 raise ValueError(f"{what} must be 1 or more")
@@ -66,7 +81,8 @@ class Registry:
                 raise ValueError(f"job type {name!r} is already registered")
             self._types[name] = JobType(name, input_model, Priority(priority), fn,
                                         max_attempts, description or (fn.__doc__ or "").strip(),
-                                        max_quota_wait_s, per_minute, concurrency)
+                                        max_quota_wait_s, per_minute, concurrency, model,
+                                        tuple(fallbacks), dedup, cache_ttl_s)
             return fn
 
         return register
@@ -78,6 +94,9 @@ class Registry:
             known = ", ".join(sorted(self._types)) or "none"
             raise UnknownJobType(
                 f"unknown job type {shorten(name)}; known types: {known}") from None
+
+    def types(self) -> list[JobType]:
+        return [self._types[name] for name in sorted(self._types)]
 
     def names(self) -> list[str]:
         return sorted(self._types)

@@ -82,6 +82,17 @@ class Spending:
                                tokens=usage.input_tokens + usage.output_tokens,
                                nanos=usage.cost_nanos, now=self.clock())
 
+    def note_reused(self, *, tenant: str, job_type: str, lane: str, input_tokens: int,
+                    output_tokens: int, cost_nanos: int) -> None:
+        """A call answered by another call's answer: nothing spent, this much saved."""
+        try:
+            self.accounts.add_usage(tenant=tenant, day=self.clock().date(), type=job_type,
+                                    lane=lane, usage=Usage(), requests=0, reused=1,
+                                    saved=Usage(input_tokens, output_tokens, cost_nanos))
+        except Exception:  # the job's events still say so; the usage report misses it
+            log.warning("could not record a reused call of tenant %s on %s", tenant, lane,
+                        exc_info=True)
+
     def refund(self, hold: Hold | None) -> None:
         """The call was not made or produced nothing billable."""
         if hold is not None and self.budget is not None:

@@ -49,6 +49,10 @@ from ..logs import job_fields
 from ..providers import Providers, abort
 from ..providers.tokens import estimate_messages_tokens, estimate_tokens
 from . import metrics
+from .reuse import Answer, AnswerStore, reuse_key
+
+# How often a call waiting for an identical call in flight looks for its answer.
+FOLLOW_POLL_S = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,8 @@ class CallRecord:
     simulated: bool
     lanes_tried: list[str] = field(default_factory=list)
     unpriced: bool = False  # the model has no price: the cost is unknown, not zero
+    # "cache" or "inflight" when another call's answer was reused (no provider call).
+    reused: str | None = None
 
     @property
     def cost_usd(self) -> float | None:
@@ -95,7 +101,8 @@ class CallRecord:
         return {"lane": self.lane, "model": f"{self.provider}:{self.model}",
                 **self.usage(), "latency_s": round(self.latency_s, 3),
                 "simulated": self.simulated,
-                **({"lanes_tried": self.lanes_tried} if len(self.lanes_tried) > 1 else {})}
+                **({"lanes_tried": self.lanes_tried} if len(self.lanes_tried) > 1 else {}),
+                **({"reused": self.reused} if self.reused else {})}
 
 
 def _to_limits(cfg: Any) -> LaneLimits:
@@ -109,8 +116,11 @@ class LLMGateway:
     def __init__(self, providers: Providers, limiter: Limiter, config: LLMConfig, *,
                  policy: GatewayPolicy | None = None, max_parallel_calls: int = 64,
                  spending: Spending | None = None,
-                 calibration: cal.Calibrator | None = None) -> None:
+                 calibration: cal.Calibrator | None = None,
+                 answers: AnswerStore | None = None) -> None:
         self.providers = providers
+        # Where identical calls share answers (llm/reuse.py); None: never shared.
+        self.answers = answers
         # Per-lane learned token ratios; None: reserve the raw chars/4 estimate (unit tests).
         self.calibration = calibration
         # Tenant budgets and persisted usage; None: neither (unit tests, experiments).
@@ -199,12 +209,22 @@ class JobLLM:
                              timeout_s=timeout_s, json_output=json_output)
             return provider.complete(req)
 
-        resp, record = self._admitted_call(
-            first, explicit=model is not None if fallback is None else not fallback,
-            step=step, est_in=est_in,
-            est_out=max_output_tokens, timeout_s=timeout_s, call=call,
-            usage=lambda r: (r.input_tokens, r.output_tokens), content=content)
-        return resp, record
+        def admitted() -> tuple[LLMResponse, CallRecord]:
+            return self._admitted_call(
+                first, explicit=model is not None if fallback is None else not fallback,
+                step=step, est_in=est_in,
+                est_out=max_output_tokens, timeout_s=timeout_s, call=call,
+                usage=lambda r: (r.input_tokens, r.output_tokens), content=content)
+
+        dedup, cache_ttl_s = self.gw.config.reuse_of(self.ctx.job_type)
+        if self.gw.answers is None or not (dedup or cache_ttl_s):
+            return admitted()
+        scope = "*" if self.gw.config.reuse.shared_across_tenants else self.ctx.tenant
+        key = reuse_key(scope, first, msgs, max_output_tokens=max_output_tokens,
+                        temperature=temperature, json_output=json_output)
+        return self._reusing(key, first, step=step, dedup=dedup, cache_ttl_s=cache_ttl_s,
+                             lead_ttl_s=timeout_s + self.gw.policy.reservation_slack_s,
+                             admitted=admitted)
 
     def embed(self, texts: Sequence[str], *, model: str | None = None,
               timeout_s: float = 60.0, step: str = "embed") -> tuple[list[list[float]],
@@ -239,6 +259,99 @@ class JobLLM:
                               f"Embedded {i + len(batch)}/{len(texts)} texts")
         assert total is not None
         return vectors, total
+
+    # -- reuse (llm/reuse.py) -------------------------------------------------------------------
+    def _reusing(self, key: str, first: str, *, step: str, dedup: bool,
+                 cache_ttl_s: float | None, lead_ttl_s: float,
+                 admitted: Callable[[], tuple[LLMResponse, CallRecord]]
+                 ) -> tuple[LLMResponse, CallRecord]:
+        """Answer from the cache, or from an identical call in flight, or call (leading the
+        identical calls that arrive meanwhile). Sharing is advice: if the answer store fails,
+        the call is simply made."""
+        answers = self.gw.answers
+        assert answers is not None
+        try:
+            if cache_ttl_s:
+                hit = answers.cached(key)
+                if hit is not None:
+                    return self._reused(hit, "cache", step)
+            token: str | None = None
+            while dedup:
+                led, token = answers.lead(key, lead_ttl_s)
+                if led:
+                    break
+                if token is None:
+                    continue  # the lead vanished between the two looks
+                shared = self._follow(key, token, lead_ttl_s)
+                if shared is not None:
+                    return self._reused(shared, "inflight", step)
+                token = None  # the leader failed or vanished: lead (or follow the next one)
+        except (JobCancelled, LeaseLost, WorkerStopping):
+            raise
+        except Exception:
+            log.warning("job %s: the shared answers are unavailable; calling", self.ctx.job_id,
+                        exc_info=True)
+            return admitted()
+        answer: Answer | None = None
+        try:
+            resp, record = admitted()
+            answer = Answer(text=resp.text, input_tokens=resp.input_tokens,
+                            output_tokens=resp.output_tokens, model=resp.model,
+                            provider=resp.provider, lane=record.lane,
+                            cost_nanos=record.cost_nanos, unpriced=record.unpriced,
+                            simulated=record.simulated)
+            return resp, record
+        finally:
+            try:
+                if answer is not None and cache_ttl_s:
+                    answers.keep(key, answer, cache_ttl_s)
+                if token is not None:
+                    answers.publish(key, token, answer)  # None: followers take over
+            except Exception:
+                log.warning("job %s: sharing an answer failed", self.ctx.job_id,
+                            exc_info=True)
+
+    def _follow(self, key: str, token: str, lead_ttl_s: float) -> Answer | None:
+        """Wait for the leader ``token``'s answer; None when it failed or its lead expired."""
+        deadline = time.monotonic() + lead_ttl_s
+        while time.monotonic() < deadline:
+            self.ctx.check()
+            answer, leading = self.gw.answers.answer_of(key, token)  # type: ignore[union-attr]
+            if answer is not None:
+                return answer
+            if not leading:
+                return None
+            self.ctx.sleep(FOLLOW_POLL_S)
+        return None
+
+    def _reused(self, answer: Answer, how: str, step: str) -> tuple[LLMResponse, CallRecord]:
+        """A shared answer: no provider call, no quota, no budget; the job pays nothing."""
+        ctx = self.ctx
+        saved = None if answer.unpriced else Usage(cost_nanos=answer.cost_nanos)
+        metrics.reused_calls.labels(lane=answer.lane, how=how).inc()
+        if saved is not None:
+            metrics.saved_cost.labels(lane=answer.lane, tenant=ctx.tenant).inc(
+                answer.cost_nanos / 1e9)
+        if self.gw.spending is not None:
+            self.gw.spending.note_reused(tenant=ctx.tenant, job_type=ctx.job_type,
+                                         lane=answer.lane, input_tokens=answer.input_tokens,
+                                         output_tokens=answer.output_tokens,
+                                         cost_nanos=answer.cost_nanos)
+        record = CallRecord(lane=answer.lane, provider=answer.provider, model=answer.model,
+                            input_tokens=0, output_tokens=0, cost_nanos=0, latency_s=0.0,
+                            simulated=answer.simulated, lanes_tried=[answer.lane],
+                            reused=how)
+        saved_usd = None if saved is None else saved.public_cost_usd()
+        ctx.event("llm_call", {
+            "lane": answer.lane, "model": f"{answer.provider}:{answer.model}", "step": step,
+            "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "latency_ms": 0,
+            "fallback": False, "lanes_tried": [answer.lane], "simulated": answer.simulated,
+            "reused": how, "saved_input_tokens": answer.input_tokens,
+            "saved_output_tokens": answer.output_tokens, "saved_cost_usd": saved_usd})
+        log.info("llm_call", extra=job_fields(
+            job_id=ctx.job_id, type=ctx.job_type, attempt=ctx.attempt, tenant=ctx.tenant,
+            lane=answer.lane, reused=how, input_tokens=0, output_tokens=0))
+        return answer.response(), record
 
     # -- the loop -------------------------------------------------------------------------------
     def _admitted_call(self, first: str, *, explicit: bool, step: str, est_in: int,

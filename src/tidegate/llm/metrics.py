@@ -16,3 +16,8 @@ llm_tokens = Counter("tidegate_llm_tokens_total", "Tokens used, by lane, tenant 
                      "(input, output)", ["lane", "tenant", "direction"])
 llm_cost = Counter("tidegate_llm_cost_usd_total", "Provider cost in USD (priced models only), "
                    "by lane and tenant", ["lane", "tenant"])
+reused_calls = Counter("tidegate_llm_reused_calls_total", "Calls answered without a provider "
+                       "call: from the response cache or by an identical call in flight",
+                       ["lane", "how"])
+saved_cost = Counter("tidegate_llm_saved_cost_usd_total", "What reused answers would have "
+                     "cost (priced models only), by lane and tenant", ["lane", "tenant"])

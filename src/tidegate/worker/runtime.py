@@ -119,6 +119,7 @@ def build_services(container: Container) -> dict[str, object]:
     from ..adapters.redis_client import redis_client
     from ..core.limits import SERVICE_POLICY
     from ..llm import LLMGateway
+    from ..llm.reuse import RedisAnswers
     from ..providers import build_providers
 
     settings = container.settings
@@ -127,7 +128,7 @@ def build_services(container: Container) -> dict[str, object]:
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
                          policy=gateway_policy(settings), spending=container.spending,
-                         calibration=RedisCalibrator(state))
+                         calibration=RedisCalibrator(state), answers=RedisAnswers(state))
     return {"settings": settings, "redis": state, "llm": gateway}
 
 

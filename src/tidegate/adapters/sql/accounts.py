@@ -166,18 +166,21 @@ class SqlAccounts:
     # -- usage ----------------------------------------------------------------------------
     @guard
     def add_usage(self, *, tenant: str, day: date, type: str, lane: str, usage: Usage,
-                  requests: int = 1) -> None:
+                  requests: int = 1, reused: int = 0, saved: Usage | None = None) -> None:
         t = usage_table
+        saved = saved or Usage()
         stmt = self._insert(t).values(
             tenant=tenant, day=day, type=type, lane=lane, requests=requests,
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cost_nano_usd=usage.cost_nanos)
+            cost_nano_usd=usage.cost_nanos, reused_requests=reused,
+            saved_input_tokens=saved.input_tokens, saved_output_tokens=saved.output_tokens,
+            saved_cost_nano_usd=saved.cost_nanos)
+        summed = ("requests", "input_tokens", "output_tokens", "cost_nano_usd",
+                  "reused_requests", "saved_input_tokens", "saved_output_tokens",
+                  "saved_cost_nano_usd")
         stmt = stmt.on_conflict_do_update(
             index_elements=[t.c.tenant, t.c.day, t.c.type, t.c.lane],
-            set_={"requests": t.c.requests + stmt.excluded.requests,
-                  "input_tokens": t.c.input_tokens + stmt.excluded.input_tokens,
-                  "output_tokens": t.c.output_tokens + stmt.excluded.output_tokens,
-                  "cost_nano_usd": t.c.cost_nano_usd + stmt.excluded.cost_nano_usd})
+            set_={c: t.c[c] + stmt.excluded[c] for c in summed})
         with self.engine.begin() as conn:
             conn.execute(stmt)
 
@@ -198,6 +201,8 @@ class SqlAccounts:
         cols = [u[g] for g in group_by]
         q = sa.select(*cols, sa.func.sum(u.requests), sa.func.sum(u.input_tokens),
                       sa.func.sum(u.output_tokens), sa.func.sum(u.cost_nano_usd),
+                      sa.func.sum(u.reused_requests), sa.func.sum(u.saved_input_tokens),
+                      sa.func.sum(u.saved_output_tokens), sa.func.sum(u.saved_cost_nano_usd),
                       ).where(u.day >= start, u.day <= end)
         if tenant is not None:
             q = q.where(usage_table.c.tenant == tenant)
@@ -211,5 +216,7 @@ class SqlAccounts:
             if r[n] is None:  # no rows at all: SUM over nothing
                 continue
             out.append(UsageRow({g: str(r[i]) for i, g in enumerate(group_by)},
-                                int(r[n]), int(r[n + 1]), int(r[n + 2]), int(r[n + 3])))
+                                int(r[n]), int(r[n + 1]), int(r[n + 2]), int(r[n + 3]),
+                                int(r[n + 4]), Usage(int(r[n + 5]), int(r[n + 6]),
+                                                     int(r[n + 7]))))
         return out

@@ -222,6 +222,11 @@ usage = sa.Table(
     sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
+    # Calls answered by another call's answer (cache, in-flight dedup) and what they saved.
+    sa.Column("reused_requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("saved_input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("saved_output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("saved_cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 # Periodic jobs (core/schedules.py): from the API, or from the settings file (source).

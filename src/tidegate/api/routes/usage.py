@@ -28,8 +28,9 @@ def usage(container: ContainerDep, caller: Reader,
                                          "day")] = "tenant",
           tenant: Annotated[str | None, Query(description="admin keys: one tenant only")]
           = None) -> UsageReport:
-    """LLM requests, input/output tokens and cost: an admin key sees every tenant, any other
-    key its own tenant only."""
+    """LLM requests, input/output tokens and cost, and the calls answered by another call's
+    answer (cache, in-flight dedup) with what they saved: an admin key sees every tenant, any
+    other key its own tenant only."""
     today = datetime.now(UTC).date()
     start = start or today.replace(day=1)
     end = end or today
@@ -42,5 +43,9 @@ def usage(container: ContainerDep, caller: Reader,
     rows = container.store.usage_report(tenant=who, start=start, end=end, group_by=groups)
     return UsageReport(start=start, end=end, group_by=groups, rows=[
         UsageLine(**r.group, requests=r.requests, input_tokens=r.input_tokens,
-                  output_tokens=r.output_tokens, cost_usd=round(r.cost_nanos / 1e9, 9))
+                  output_tokens=r.output_tokens, cost_usd=round(r.cost_nanos / 1e9, 9),
+                  reused_requests=r.reused_requests,
+                  saved_input_tokens=r.saved.input_tokens,
+                  saved_output_tokens=r.saved.output_tokens,
+                  saved_cost_usd=round(r.saved.cost_nanos / 1e9, 9))
         for r in rows])
