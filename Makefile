@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # more workers than cores pays off; each gets its own Redis database and RabbitMQ vhost.
 TEST_WORKERS ?= 3
 
-.PHONY: run test test-fast lint bench clean browser bench-tools netns-tools
+.PHONY: run test test-fast lint bench clean browser bench-tools netns-tools compose-tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,16 @@ netns-tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	  iproute2 util-linux; }
 
+## tests/fleet checks deploy/compose.yaml with `docker-compose config` (Debian's docker-compose;
+## no container engine is needed for that); installed once, when missing.
+compose-tools:
+	@command -v docker-compose >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  docker-compose; }
+
 ## Run the whole test suite (unit, contract, integration, end-to-end, fault injection, browser).
-test: lint browser netns-tools
+test: lint browser netns-tools compose-tools
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/browser
 	@# The browser tests time a real page: they run alone, once the rest is done.
 	$(BIN)/pytest tests/browser

@@ -8,9 +8,9 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.errors import ConfigurationError
@@ -35,6 +35,34 @@ def with_redis_db(url: str, db: int) -> str:
     if parts.scheme not in ("redis", "rediss") or parts.path.strip("/"):
         return url
     return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def with_redis_credentials(url: str, username: str | None, password: str | None) -> str:
+    """Put a user and password into a redis:// URL that names none (secrets kept apart from
+    the URL, e.g. in a Kubernetes Secret, need no percent-encoding by hand)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or password is None or parts.password:
+        return url
+    user = quote(username or parts.username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rsplit('@', 1)[-1]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_redis_tls(url: str, *, ca_file: Path | None, cert_file: Path | None,
+                   key_file: Path | None, verify: str) -> str:
+    """A rediss:// URL with the TLS options as query parameters, which redis-py passes to its
+    SSL connection: every Redis client built from the URL verifies the same way. Options the
+    URL already has win."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return url
+    query = dict(parse_qsl(parts.query))
+    wanted = {"ssl_cert_reqs": verify, "ssl_ca_certs": ca_file, "ssl_certfile": cert_file,
+              "ssl_keyfile": key_file}
+    for name, value in wanted.items():
+        if value is not None and name not in query:
+            query[name] = str(value)
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def redact(url: str) -> str:
@@ -66,6 +94,22 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, description="redis:// or amqp://; "
                                    "default: TIDEGATE_REDIS_URL, else the embedded Redis")
     redis_url: str | None = Field(default=None, description="shared state; default: embedded")
+    redis_username: str | None = Field(default=None, description="Redis ACL user, for Redis "
+                                       "URLs that name none")
+    redis_password: SecretStr | None = Field(default=None, description="Redis password (of "
+                                             "the ACL user), for Redis URLs that have none")
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle that signed the "
+                                     "Redis and RabbitMQ servers' certificates (rediss://, "
+                                     "amqps://); default: the system's")
+    tls_cert_file: Path | None = Field(default=None, description="client certificate (PEM) "
+                                       "for servers that ask for one")
+    tls_key_file: Path | None = Field(default=None, description="its private key (PEM)")
+    tls_verify: Literal["required", "optional", "none"] = Field(
+        default="required", description="check the servers' certificates (none: refused in "
+        "prod)")
+    broker_quorum_queues: bool = Field(default=False, description="RabbitMQ: declare the "
+                                       "high/medium/low queues as quorum queues (replicated); "
+                                       "on a new vhost, or after deleting the classic ones")
 
     auth: Literal["on", "off"] = "on"
     secret_key: str = DEFAULT_SECRET
@@ -91,6 +135,21 @@ class Settings(BaseSettings):
                                       "these is dropped on both ends (0: no heartbeats)")
     worker_concurrency: int = Field(default=8, ge=1)
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    worker_prefetch_multiplier: int = Field(default=1, ge=1, description="messages a worker "
+                                            "holds per free slot (Celery's "
+                                            "worker_prefetch_multiplier); 1 strands the "
+                                            "fewest when a worker dies")
+    worker_autoscale: str | None = Field(default=None, description="`MAX,MIN` processes: "
+                                         "the prefork pool grows and shrinks with the load")
+    worker_max_tasks_per_child: int | None = Field(default=None, ge=1, description="a "
+                                                   "prefork child is replaced after this "
+                                                   "many jobs")
+    worker_max_memory_per_child_kb: int | None = Field(default=None, ge=1024, description=(
+        "a prefork child is replaced after a job that leaves it above this resident memory"))
+    flower_basic_auth: SecretStr | None = Field(default=None, description="`user:password` "
+                                                "(comma-separated for several): Flower asks "
+                                                "for it; required when Flower listens "
+                                                "beyond loopback")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="a stopping worker lets "
                                     "running jobs finish this long, then hands them back")
     job_modules: str = Field(default="", description="comma-separated modules that register "
@@ -157,6 +216,8 @@ class Settings(BaseSettings):
                 problems.append("TIDEGATE_AUTH=off is not allowed in prod")
             if self.webhook_allow_private:
                 problems.append("TIDEGATE_WEBHOOK_ALLOW_PRIVATE is not allowed in prod")
+            if self.tls_verify == "none":
+                problems.append("TIDEGATE_TLS_VERIFY=none is not allowed in prod")
             if problems:
                 raise ConfigurationError("refusing to start in prod: " + "; ".join(problems))
         return self
@@ -174,24 +235,34 @@ class Settings(BaseSettings):
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'tidegate.db'}"
 
+    def _redis(self, url: str, db: int) -> str:
+        """A Redis URL as every client should use it: its database, credentials and TLS."""
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        url = with_redis_credentials(with_redis_db(url, db), self.redis_username, password)
+        return with_redis_tls(url, ca_file=self.tls_ca_file, cert_file=self.tls_cert_file,
+                              key_file=self.tls_key_file, verify=self.tls_verify)
+
     def broker(self) -> str:
         url = self.broker_url or self.redis_url
         if url is None:
             raise ConfigurationError("no broker: set TIDEGATE_BROKER_URL or TIDEGATE_REDIS_URL, "
                                      "or run `tidegate up`, which starts an embedded Redis")
-        return with_redis_db(url, self.redis_db_base)
+        # (TLS options reach the broker as Celery's broker_use_ssl, not in its URL)
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        return with_redis_credentials(with_redis_db(url, self.redis_db_base),
+                                      self.redis_username, password)
 
     def state_redis(self) -> str:
         if self.redis_url is None:
             if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
-                return with_redis_db(self.broker_url, self.redis_db_base + 1)
+                return self._redis(self.broker_url, self.redis_db_base + 1)
             raise ConfigurationError("no Redis for shared state: set TIDEGATE_REDIS_URL "
                                      "(needed beside RabbitMQ for rate limits and events)")
-        return with_redis_db(self.redis_url, self.redis_db_base + 1)
+        return self._redis(self.redis_url, self.redis_db_base + 1)
 
     def cache_redis(self) -> str:
         base = self.redis_url or self.broker_url or ""
-        return with_redis_db(base, self.redis_db_base + 2)
+        return self._redis(base, self.redis_db_base + 2)
 
     @property
     def api_url(self) -> str:

@@ -192,9 +192,12 @@ class RedisServer:
 
     def __init__(self, procs: ProcSet, root: Path, *, persist: bool = True,
                  host: str = "127.0.0.1", wrap: Callable[[list[str]], list[str]] = list,
-                 port: int | None = None) -> None:
+                 port: int | None = None, extra: Iterable[str] = (),
+                 auth: tuple[str, str] | None = None) -> None:
         self.procs = procs
         self.host, self.wrap = host, wrap  # where it listens; how it is started (a netns)
+        self.extra = list(extra)  # more redis-server arguments (--maxmemory-policy, --user)
+        self.auth = auth  # (user, password) to check it is up with, when `default` is off
         self.port = port or free_port()
         self.dir = root / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -211,11 +214,14 @@ class RedisServer:
                 # (a private network's address: no password, so no protected mode there)
                 "--protected-mode", "yes" if self.host == "127.0.0.1" else "no",
                 "--databases", "16", "--loglevel", "warning",
-                "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always"]
+                "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+                *self.extra]
         self.proc = self.procs.start("redis", self.wrap(argv), dict(os.environ))
         import redis
 
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        user, password = self.auth or (None, None)
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5,
+                             username=user, password=password)
         wait_for(client.ping, 10, f"private redis on {self.port}", every_s=0.05)
         client.close()
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from celery import Celery
 
@@ -18,12 +19,17 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0) -> None:
+    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0,
+             label: Mapping[str, str] | None = None) -> None:
         try:
             # tg_sent: when it was sent, for the delivery frontier (see core.sweep).
+            # kwargsrepr: what Flower and `celery events` show as the task's kwargs (the
+            # worker's task-received event carries it), so a task reads as its job's type
+            # and tenant instead of an id alone; the message's real kwargs stay empty.
             self.app.send_task(RUN_JOB, args=[job_id], queue=queue, routing_key=queue,
                                countdown=countdown_s if countdown_s > 0 else None,
                                headers={SENT_HEADER: time.time()},
+                               kwargsrepr=repr(dict(label)) if label else None,
                                retry=True, retry_policy=_RETRY_POLICY)
         except Exception as exc:  # kombu raises OperationalError and plain socket errors
             raise Unavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc

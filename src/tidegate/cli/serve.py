@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Run")(api)
     app.command(rich_help_panel="Run")(worker)
     app.command(rich_help_panel="Run")(beat)
+    from .flower import flower
+
     app.command(rich_help_panel="Run")(flower)
     from ..providers.simulator.cli import simulate
 
@@ -80,6 +82,7 @@ def api(host: Annotated[str | None, typer.Option(help="[env: TIDEGATE_HOST]")] =
         fail(f"unknown --server {server!r}; use gunicorn or uvicorn")
     settings = settings_or_exit(host=host, port=port)
     setup_logging(settings)
+    _warn_if_evicting(settings)
     # Workers rebuild Settings from the environment; pass the CLI overrides on.
     os.environ["TIDEGATE_HOST"], os.environ["TIDEGATE_PORT"] = settings.host, str(settings.port)
     if server == "uvicorn":
@@ -110,6 +113,18 @@ def worker(queues: Annotated[str, typer.Option(
            pool: Annotated[str | None, typer.Option(
                help="threads (default: LLM jobs wait on I/O), prefork or solo "
                "[env: TIDEGATE_WORKER_POOL]")] = None,
+           autoscale: Annotated[str | None, typer.Option(
+               help="MAX,MIN processes, grown and shrunk with the load (prefork; picks it "
+               "when no pool is given) [env: TIDEGATE_WORKER_AUTOSCALE]")] = None,
+           max_tasks_per_child: Annotated[int | None, typer.Option(
+               help="replace a prefork child after this many jobs "
+               "[env: TIDEGATE_WORKER_MAX_TASKS_PER_CHILD]")] = None,
+           max_memory_per_child: Annotated[int | None, typer.Option(
+               help="KiB: replace a prefork child after a job leaves it above this "
+               "resident memory [env: TIDEGATE_WORKER_MAX_MEMORY_PER_CHILD_KB]")] = None,
+           prefetch_multiplier: Annotated[int | None, typer.Option(
+               help="messages held per free slot [env: TIDEGATE_WORKER_PREFETCH_MULTIPLIER, "
+               "default 1]")] = None,
            name: Annotated[str | None, typer.Option(help="worker node name")] = None,
            loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
            check: Annotated[bool, typer.Option(
@@ -117,25 +132,35 @@ def worker(queues: Annotated[str, typer.Option(
                "is alive within the last few seconds, 1 if not (a container health check)")]
            = False) -> None:
     """Run a Celery worker consuming the given priority queues. It checks its configuration
-    (job modules, TIDEGATE_LLM_CONFIG, providers) first and refuses to start on a mistake."""
+    (job modules, TIDEGATE_LLM_CONFIG, providers) first and refuses to start on a mistake.
+    Presets per priority: `-Q high -c 10`, `-Q medium -c 5`, `-Q low -c 20`."""
     from ..core.errors import ConfigurationError
     from ..core.statuses import QUEUES
 
-    settings = settings_or_exit(worker_concurrency=concurrency, worker_pool=pool)
+    settings = settings_or_exit(
+        worker_concurrency=concurrency, worker_pool=pool, worker_autoscale=autoscale,
+        worker_max_tasks_per_child=max_tasks_per_child,
+        worker_max_memory_per_child_kb=max_memory_per_child,
+        worker_prefetch_multiplier=prefetch_multiplier)
     if check:
         raise SystemExit(_check_worker_alive(settings))
     from ..worker.app import create_worker_app
+    from ..worker.options import choose_pool, worker_argv
     from ..worker.runtime import check_configuration
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if not wanted or unknown:
         fail(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; use high, medium, low")
+    node = name or f"tidegate-{'-'.join(wanted)}-{os.getpid()}@{socket.gethostname()}"
     try:
+        settings = choose_pool(settings)
+        argv = worker_argv(settings, queues=wanted, node=node, loglevel=loglevel)
         check_configuration(settings)
     except ConfigurationError as exc:
         fail(f"refusing to start the worker: {exc.message}")
     setup_logging(settings, loglevel)
+    _warn_if_evicting(settings)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
@@ -146,12 +171,7 @@ def worker(queues: Annotated[str, typer.Option(
             use_multiprocess_dir(settings.data_dir.resolve() / f"metrics-{os.getpid()}")
         start_http_server(settings.worker_metrics_port, addr=settings.host,
                           registry=process_registry())
-    celery_app = create_worker_app(settings)
-    node = name or f"tidegate-{'-'.join(wanted)}-{os.getpid()}@{socket.gethostname()}"
-    celery_app.worker_main([
-        "worker", "-Q", ",".join(wanted), "-c", str(settings.worker_concurrency),
-        "-P", settings.worker_pool, "-n", node, "--loglevel", loglevel, "-E",
-        "--without-gossip", "--without-mingle"])
+    create_worker_app(settings).worker_main(argv)
 
 
 def _check_worker_alive(settings: Settings) -> int:
@@ -184,16 +204,15 @@ def beat() -> None:
 
     settings = settings_or_exit()
     setup_logging(settings)
+    _warn_if_evicting(settings)
     run_scheduler(settings)
 
 
-def flower(port: Annotated[int, typer.Option(help="Flower's port")] = 5555) -> None:
-    """Run Flower, Celery's monitoring UI, against Tidegate's broker."""
-    from ..adapters.celery_app import create_celery
+def _warn_if_evicting(settings: Settings) -> None:
+    from ..adapters.redis_policy import warn_if_evicting
 
-    settings = settings_or_exit()
-    celery_app = create_celery(settings)
-    celery_app.start(["flower", f"--port={port}", "--address=127.0.0.1"])
+    if not settings.embedded_redis:
+        warn_if_evicting(settings)
 
 
 def db_upgrade() -> None:

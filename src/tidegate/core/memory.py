@@ -491,7 +491,8 @@ class InMemoryDispatcher:
         self.sent: list[tuple[str, str, float]] = []
         self.down = False
 
-    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0) -> None:
+    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0,
+             label: Mapping[str, str] | None = None) -> None:
         from .errors import Unavailable
 
         if self.down:

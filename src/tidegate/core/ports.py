@@ -211,9 +211,12 @@ class AccountStore(Protocol):
 
 
 class Dispatcher(Protocol):
-    """Hands a job id to the broker queue. Raises :class:`~.errors.Unavailable` when it cannot."""
+    """Hands a job id to the broker queue. Raises :class:`~.errors.Unavailable` when it cannot.
+    ``label`` (the job's type and tenant) is for monitoring only (Flower shows it); workers
+    read nothing but the id."""
 
-    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0) -> None: ...
+    def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0,
+             label: Mapping[str, str] | None = None) -> None: ...
 
     def ping(self) -> None: ...
 

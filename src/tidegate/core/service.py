@@ -165,7 +165,8 @@ class JobService:
         """Send the id of the waiting row ``job`` (as read) to the broker. Returns whether it
         was sent; never raises for a broker or database outage: the sweep covers both."""
         try:
-            self.dispatcher.send(job.id, queue=job.priority.value, countdown_s=countdown_s)
+            self.dispatcher.send(job.id, queue=job.priority.value, countdown_s=countdown_s,
+                                 label={"job_type": job.type, "tenant": job.tenant})
         except Unavailable as exc:
             # Accepted anyway: the sweep re-sends undispatched rows once the broker is back.
             log.warning("broker unavailable, job %s stays queued for the sweep: %s", job.id, exc)

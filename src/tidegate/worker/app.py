@@ -91,7 +91,8 @@ def _record(job: Job, kind: str, ran_s: float, delay_s: float, after: Job | None
 def create_worker_app(settings: Settings) -> Celery:
     runtime.configure(settings)
     app = create_celery(settings)
-    if settings.broker().startswith("redis://"):  # (rediss:// keeps kombu's TLS defaults)
+    if settings.broker().startswith(("redis://", "rediss://")):
+        # (rediss://: TLS as broker_use_ssl says, which create_celery always sets for it)
         app.conf.broker_transport = "tidegate.worker.transport:RedisTransport"
     # Celery gives up after 100 reconnection attempts (about an hour) and the worker exits; an
     # outage that long is no reason for a worker to need restarting by hand.
