@@ -123,6 +123,42 @@ def test_submit_a_report_and_watch_it_finish(page, tidegate: Up, artifacts: Path
     assert "default" in row.inner_text()
 
 
+def test_a_job_page_reconnects_when_the_server_closes_its_stream_early(page,
+                                                                      tidegate: Up) -> None:
+    """An API process restarting closes the streams it serves: the page connects again,
+    resuming after the last event it has, instead of freezing its progress bar."""
+    from playwright.sync_api import expect
+
+    with tidegate.http() as client:
+        job_id = client.post("/v1/jobs", json={"type": "echo", "input": {
+            "text": "restarts", "sleep_s": 4, "steps": 8}}).json()["job_id"]
+    resumed_after: list[str | None] = []
+
+    def close_the_first(route) -> None:
+        resumed_after.append(route.request.headers.get("last-event-id"))
+        if len(resumed_after) == 1:  # what a restarting API process sends: then it closes
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                          body=": tidegate events\nretry: 200\n\n")
+        else:
+            route.continue_()
+
+    pattern = f"**/v1/jobs/{job_id}/events"
+    page.route(pattern, close_the_first)
+    try:
+        page.goto(f"/#/jobs/{job_id}")
+        expect(page.locator("h1 .status")).to_have_text("succeeded", timeout=60_000)
+        expect(page.locator("[aria-label='job progress']")).to_have_attribute(
+            "aria-valuenow", "100")
+    finally:
+        page.unroute(pattern)
+    assert len(resumed_after) >= 2 and resumed_after[0] is not None
+    assert resumed_after[1] == resumed_after[0]  # it had no newer event: the same id again
+    with tidegate.http() as client:
+        history = client.get(f"/v1/jobs/{job_id}/history").json()
+    # Every event once on the timeline: none lost in the gap, none repeated by the resume.
+    expect(page.locator(".timeline li")).to_have_count(len(history))
+
+
 def test_cancel_a_running_job(page, tidegate: Up, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
