@@ -214,9 +214,14 @@ class EventHub:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
             self._wake.clear()
             if not self._subs:
-                # Nobody listens: keep the position current without reading events.
+                # Nobody listens: keep the position current without reading events. Only if
+                # still nobody listens once the read is back: a stream that subscribed during
+                # it reads its backlog up to the old position, and the events after it must
+                # come through its queue, not be skipped.
                 with contextlib.suppress(Exception):
-                    self.head = max(self.head, await asyncio.to_thread(self.log.last_id))
+                    newest = await asyncio.to_thread(self.log.last_id)
+                    if not self._subs:
+                        self.head = max(self.head, newest)
                 continue
             try:
                 more = await self._read_once()
