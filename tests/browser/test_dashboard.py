@@ -222,6 +222,29 @@ def test_lane_quota_and_queues(page, tidegate: Up, artifacts: Path) -> None:
     shot(page, artifacts, "08-queues")
 
 
+def test_a_revoked_key_signs_the_page_out(browser, tidegate: Up) -> None:
+    from playwright.sync_api import expect
+
+    with tidegate.http() as client:
+        made = client.post("/v1/keys", json={"tenant": "default", "scope": "read",
+                                             "name": "revoked in the browser test"}).json()
+    ctx = browser.new_context(viewport=DESKTOP, base_url=tidegate.url)
+    try:
+        page = ctx.new_page()
+        page.goto("/")
+        sign_in(page, made["key"])
+        expect(page.get_by_role("heading", name="Jobs")).to_be_visible(timeout=20_000)
+        page.wait_for_timeout(1000)  # the tenant stream is open
+        with tidegate.http() as client:
+            r = client.post(f"/v1/keys/{made['record']['id']}/revoke")
+            assert r.status_code == 200, r.text
+        # The open stream ends with `unauthorized`: back to sign-in, the key forgotten.
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=10_000)
+        assert page.evaluate("sessionStorage.getItem('tidegate.api_key')") is None
+    finally:
+        ctx.close()
+
+
 def test_phone_sized_screen(browser, tidegate: Up, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 

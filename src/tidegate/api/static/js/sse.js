@@ -3,6 +3,10 @@
 // Last-Event-ID after a dropped connection.
 import { authHeaders } from "./api.js";
 
+// The key was revoked or has expired (at connect, or while the stream was open): the page
+// goes back to sign-in at once, as a REST call answered 401 does.
+const signedOut = () => window.dispatchEvent(new Event("tidegate:unauthorized"));
+
 export class StreamUnavailable extends Error {
   constructor(status) { super(`event stream answered ${status}`); this.status = status; }
 }
@@ -45,6 +49,7 @@ export async function stream(path, { onEvent, signal, lastEventId = null, retrie
       continue;
     }
     const type = res.headers.get("content-type") || "";
+    if (res.status === 401) signedOut();
     if (!res.ok || !type.startsWith("text/event-stream")) throw new StreamUnavailable(res.status);
     attempt = 0;
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -63,6 +68,7 @@ export async function stream(path, { onEvent, signal, lastEventId = null, retrie
           const ev = parseBlock(block);
           if (!ev) continue;
           if (ev.id) last = ev.id;
+          if (ev.event === "error" && /"code":\s*"unauthorized"/.test(ev.data)) signedOut();
           if (onEvent(ev) === false || ev.event === "error") { reader.cancel(); return; }
         }
       }
