@@ -1,8 +1,8 @@
 """What 1,000 open event streams cost the API, and how long an event takes to reach them.
 
-Starts a private redis-server, a fresh SQLite job store and one API process (`tidegate api`),
-opens ``--streams`` per-job SSE streams (spread over ``--jobs`` running jobs), and plays the
-worker (``--writers`` threads): every job reports progress ``--rate`` times a second through
+Starts a private redis-server, a fresh SQLite job store and `tidegate api` (Gunicorn with one
+Uvicorn worker, or ``--api-workers``), opens ``--streams`` per-job SSE streams (spread over
+``--jobs`` running jobs), and plays the worker (``--writers`` threads): every job reports progress ``--rate`` times a second through
 the real job store, and the time each write returned is noted. Measured:
 
 * the API process's CPU (utime + stime from /proc) over ``--seconds``, with the streams open
@@ -49,9 +49,27 @@ from tidegate.embedded import free_port
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    """utime + stime of ``pid`` and its live descendants (`tidegate api` is a Gunicorn
+    master; its Uvicorn workers serve the streams). Every process is read, each time, so a
+    worker that restarted is not missed (the count is then low, never high)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            fields = _stat(current)
+            total += int(fields[11]) + int(fields[12])
+        todo.extend(children.get(current, ()))
+    return total / TICKS
 
 
 _commits = threading.local()
@@ -200,6 +218,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--writers", type=int, default=2, help="threads playing workers")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="Uvicorn worker processes under the API's Gunicorn")
     parser.add_argument("--postgresql", action="store_true", help="a fresh database on the "
                         "PostgreSQL at 127.0.0.1:5432 (created and dropped) instead of SQLite")
     args = parser.parse_args()
@@ -227,11 +247,12 @@ def main() -> None:
                        TIDEGATE_SECRET_KEY="bench-secret", TIDEGATE_DATA_DIR=str(root),
                        TIDEGATE_PORT=str(port), TIDEGATE_SIMULATOR="off")
             api = procs.start("api", [sys.executable, "-m", "tidegate", "api", "--port",
-                                      str(port)], env, cwd=root)
+                                      str(port), "--workers", str(args.api_workers)], env,
+                              cwd=root)
             url = f"http://127.0.0.1:{port}"
             wait_for(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 30,
                      "API /healthz")
-            api_pid = api.pid  # one uvicorn process: the API itself
+            api_pid = api.pid  # the Gunicorn master: cpu_s() adds its workers
             print(f"API pid {api_pid}; {args.jobs} running jobs, {args.streams} streams, "
                   f"{args.rate:g} reports/s per job")
             run(args, url, key, jobs, store, api_pid)

@@ -3,15 +3,20 @@
 
 Events carry their fields as ``extra`` (``log.info("task_started", extra={"job_id": ...})``);
 the JSON format puts them at the top level, the text format appends them as ``key=value``.
+While a worker runs a job (:func:`job_scope`), every line it logs, the handler's own
+included, carries that job's fields too, so one job's lines can be found by its id.
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +65,37 @@ def redact_value(key: str, value: Any) -> Any:
     return value
 
 
+# The fields of the job this thread (or task) runs now; helper threads that should carry them
+# are started in a copy of the context (``contextvars.copy_context().run``).
+_job: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "tidegate_log_job", default=None)
+
+
+@contextmanager
+def job_scope(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Lines logged inside carry ``fields`` (those a line does not set itself). The dict is
+    yielded so that fields learnt later (the claimed job's type, tenant, attempt) can be
+    added to it."""
+    current = {k: v for k, v in fields.items() if v is not None}
+    token = _job.set(current)
+    try:
+        yield current
+    finally:
+        _job.reset(token)
+
+
+class JobFields(logging.Filter):
+    """Adds the current job's fields (:func:`job_scope`) to every record; never drops one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = _job.get()
+        if fields:
+            for key, value in fields.items():
+                if not hasattr(record, key):
+                    setattr(record, key, value)
+        return True
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: redact_value(k, v) for k, v in vars(record).items()
             if k not in _STANDARD and not k.startswith("_")}
@@ -100,6 +136,7 @@ def configure(fmt: str = "text", level: str | int = "INFO") -> None:
     """Send every logger's lines to stderr in ``fmt`` (``json`` or ``text``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt))
+    handler.addFilter(JobFields())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -123,6 +123,42 @@ def test_submit_a_report_and_watch_it_finish(page, tidegate: Up, artifacts: Path
     assert "default" in row.inner_text()
 
 
+def test_a_job_page_reconnects_when_the_server_closes_its_stream_early(page,
+                                                                      tidegate: Up) -> None:
+    """An API process restarting closes the streams it serves: the page connects again,
+    resuming after the last event it has, instead of freezing its progress bar."""
+    from playwright.sync_api import expect
+
+    with tidegate.http() as client:
+        job_id = client.post("/v1/jobs", json={"type": "echo", "input": {
+            "text": "restarts", "sleep_s": 4, "steps": 8}}).json()["job_id"]
+    resumed_after: list[str | None] = []
+
+    def close_the_first(route) -> None:
+        resumed_after.append(route.request.headers.get("last-event-id"))
+        if len(resumed_after) == 1:  # what a restarting API process sends: then it closes
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                          body=": tidegate events\nretry: 200\n\n")
+        else:
+            route.continue_()
+
+    pattern = f"**/v1/jobs/{job_id}/events"
+    page.route(pattern, close_the_first)
+    try:
+        page.goto(f"/#/jobs/{job_id}")
+        expect(page.locator("h1 .status")).to_have_text("succeeded", timeout=60_000)
+        expect(page.locator("[aria-label='job progress']")).to_have_attribute(
+            "aria-valuenow", "100")
+    finally:
+        page.unroute(pattern)
+    assert len(resumed_after) >= 2 and resumed_after[0] is not None
+    assert resumed_after[1] == resumed_after[0]  # it had no newer event: the same id again
+    with tidegate.http() as client:
+        history = client.get(f"/v1/jobs/{job_id}/history").json()
+    # Every event once on the timeline: none lost in the gap, none repeated by the resume.
+    expect(page.locator(".timeline li")).to_have_count(len(history))
+
+
 def test_cancel_a_running_job(page, tidegate: Up, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
@@ -184,6 +220,29 @@ def test_lane_quota_and_queues(page, tidegate: Up, artifacts: Path) -> None:
     expect(page.locator("table.queues tr[data-queue=high]")).to_be_visible()
     expect(page.locator("table.workers tbody tr")).to_have_count(1)
     shot(page, artifacts, "08-queues")
+
+
+def test_a_revoked_key_signs_the_page_out(browser, tidegate: Up) -> None:
+    from playwright.sync_api import expect
+
+    with tidegate.http() as client:
+        made = client.post("/v1/keys", json={"tenant": "default", "scope": "read",
+                                             "name": "revoked in the browser test"}).json()
+    ctx = browser.new_context(viewport=DESKTOP, base_url=tidegate.url)
+    try:
+        page = ctx.new_page()
+        page.goto("/")
+        sign_in(page, made["key"])
+        expect(page.get_by_role("heading", name="Jobs")).to_be_visible(timeout=20_000)
+        page.wait_for_timeout(1000)  # the tenant stream is open
+        with tidegate.http() as client:
+            r = client.post(f"/v1/keys/{made['record']['id']}/revoke")
+            assert r.status_code == 200, r.text
+        # The open stream ends with `unauthorized`: back to sign-in, the key forgotten.
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=10_000)
+        assert page.evaluate("sessionStorage.getItem('tidegate.api_key')") is None
+    finally:
+        ctx.close()
 
 
 def test_phone_sized_screen(browser, tidegate: Up, page, artifacts: Path) -> None:

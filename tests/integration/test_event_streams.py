@@ -94,6 +94,19 @@ def test_the_tenant_stream_follows_all_jobs_filters_and_resumes(env) -> None:
     resumed = read_events(client, "/v1/events", last_event_id=got[1]["id"], stop_after=4,
                           status="succeeded")
     assert resumed == got[2:]
+    # Filtered by type: another type's events (a chat job, whatever becomes of it) are not
+    # sent; the echo job's all are, in order, from its submission on.
+    typed: list[dict] = []
+    reader = threading.Thread(target=lambda: typed.extend(read_events(
+        client, "/v1/events", until_kind=TERMINAL, type="echo")))
+    reader.start()
+    time.sleep(0.5)
+    r = client.post("/v1/jobs", json={"type": "chat", "input": {"message": "hi"}})
+    assert r.status_code == 202, r.text
+    echo = _submit(client, text="typed", sleep_s=0.2, steps=2)
+    reader.join(timeout=60)
+    assert typed and all(e["type"] == "echo" and e["job_id"] == echo for e in typed)
+    assert [e["id"] for e in typed] == _history_ids(client, echo)
 
 
 def test_a_revoked_key_ends_the_stream(env) -> None:

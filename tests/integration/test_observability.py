@@ -82,6 +82,8 @@ def test_api_counts_submissions_and_requests_by_route(tmp_path: Path, redis_url:
 
 
 JOBS_MODULE = '''
+import logging
+
 from pydantic import BaseModel
 from tidegate.core.errors import JobFailed
 from tidegate.core.registry import registry
@@ -98,6 +100,7 @@ def obs_fails(ctx):
 
 @registry.job_type("obs_flaky", input_model=In, priority="medium", max_attempts=3)
 def obs_flaky(ctx):
+    logging.getLogger("obs_jobs").info("obs_flaky working")  # a handler's own line
     if ctx.attempt == 1:
         raise RuntimeError("first attempt fails")
     return {"ok": True}
@@ -174,6 +177,17 @@ def test_prefork_worker_counts_over_its_children_and_logs_json(tmp_path: Path,
     assert "postgresql://app:***@db.internal" in failed["error"]
     [retrying] = by_event["task_retrying"]
     assert retrying["job_id"] == flaky.id and retrying["attempt"] == 1
+    # Every line of a job names it: the handler's own lines, and the runner's traceback.
+    working = by_event["obs_flaky working"]
+    assert [(e["job_id"], e["attempt"]) for e in working] == [(flaky.id, 1), (flaky.id, 2)]
+    assert all(e["type"] == "obs_flaky" and e["tenant"] == "acme" for e in working)
+    ours = {j.id: j.type for j in [*echo, fails, flaky]}
+    for line in lines:
+        named = [i for i in ours if i in line["event"] or i in line.get("exc", "")]
+        if named:
+            assert line.get("job_id") == named[0] and line.get("type") == ours[named[0]] \
+                and line.get("tenant") == "acme", line
+    assert any(flaky.id in line["event"] and "exc" in line for line in lines)
     # Celery's own lines come out as JSON too (every line parsed above).
     assert any(line["logger"].startswith("celery") for line in lines)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,8 +29,9 @@ from .helpers import running_worker, settings_for, wait_until
 class Receiver:
     """An HTTP server that checks each delivery's signature with the secret of its path."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, answer: int = 200) -> None:
         self.port = port
+        self.answer = answer
         self.secrets: dict[str, str] = {}
         self.received: list[dict] = []
         self.bad: list[str] = []
@@ -55,8 +59,9 @@ class Receiver:
                 event = json.loads(body)
                 receiver.received.append({
                     "path": self.path, "delivery": self.headers[webhooks.DELIVERY_HEADER],
-                    "kind": self.headers[webhooks.EVENT_HEADER], "event": event})
-                self.send_response(200)
+                    "kind": self.headers[webhooks.EVENT_HEADER], "event": event,
+                    "at": time.time(), "headers": dict(self.headers), "body": body})
+                self.send_response(receiver.answer)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -73,9 +78,18 @@ class Receiver:
 
 @pytest.fixture
 def env(tmp_path: Path, redis_url: str) -> Iterator[tuple[TestClient, dict, Receiver]]:
+    with _env(tmp_path, redis_url) as env:
+        yield env
+
+
+@contextmanager
+def _env(tmp_path: Path, redis_url: str,
+         **settings_: object) -> Iterator[tuple[TestClient, dict, Receiver]]:
+    """The API, a worker and the scheduler (which sends webhooks), an `acme` key, and a
+    receiver (not started)."""
     settings = settings_for(tmp_path, redis_url=redis_url, webhook_allow_private=True,
                             webhook_retry_base_s=0.3, webhook_retry_cap_s=1.0,
-                            webhook_poll_s=0.2, sweep_interval_s=1.0)
+                            webhook_poll_s=0.2, sweep_interval_s=1.0, **settings_)
     engine = make_engine(settings.database)
     upgrade(engine)
     key, _ = create_key(SqlJobStore(engine), tenant="acme", secret=settings.secret_key)
@@ -189,3 +203,54 @@ def test_webhook_urls_and_rotation(env) -> None:
     again = client.post("/v1/jobs", json=body, headers={**auth, "Idempotency-Key": "w1"})
     assert first.json()["job_id"] == again.json()["job_id"]
     assert first.json()["webhook"]["secret"] and again.json()["webhook"]["secret"] is None
+
+
+def test_a_failing_endpoint_is_retried_with_backoff_until_the_deadline_then_failed(
+        tmp_path: Path, redis_url: str) -> None:
+    give_up_s = 4.0
+    with _env(tmp_path, redis_url, webhook_give_up_s=give_up_s) as (client, auth, receiver):
+        receiver.answer = 500  # reachable, signed deliveries verify, and it always fails
+        receiver.start()
+        url = f"http://127.0.0.1:{receiver.port}/down"
+        hook = client.post("/v1/webhooks", json={"url": url}, headers=auth).json()
+        receiver.secrets["/down"] = hook["secret"]
+        job_id = client.post("/v1/jobs", json={"type": "echo"}, headers=auth).json()["job_id"]
+
+        def delivery() -> dict:
+            [row] = client.get(f"/v1/jobs/{job_id}/deliveries", headers=auth).json()
+            return row
+
+        wait_until(lambda: client.get(f"/v1/jobs/{job_id}/deliveries", headers=auth).json()
+                   and delivery()["status"] == "failed", timeout_s=30)
+        row = delivery()
+        assert row["kind"] == "succeeded" and row["response_status"] == 500
+        assert row["last_error"] == "HTTP 500" and row["next_attempt_at"] is None
+        tries = [d["at"] for d in receiver.received]
+        assert receiver.bad == [] and len(tries) == row["attempts"] >= 4
+        assert len({d["delivery"] for d in receiver.received}) == 1  # one id on every retry
+        # Backed off: the waits grow (0.3 s doubling, capped at 1 s, jittered by 20 %) ...
+        waits = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+        assert waits[0] < waits[2] and all(w < 1.0 + 0.5 for w in waits)
+        # ... and retried until the deadline, not given up at the last step before it.
+        created = datetime.fromisoformat(row["created_at"].replace("Z", "+00:00")).timestamp()
+        assert tries[-1] - created >= give_up_s - 0.05
+        assert tries[-1] - created < give_up_s + 2.0
+        metrics = client.get("/metrics").text
+        assert 'tidegate_webhook_deliveries_total{outcome="failed"} 1.0' in metrics
+
+
+def test_after_a_rotation_deliveries_verify_with_the_old_secret_and_the_new(env) -> None:
+    client, auth, receiver = env
+    receiver.start()
+    hook = client.post("/v1/webhooks", json={"url": f"http://127.0.0.1:{receiver.port}/r"},
+                       headers=auth).json()
+    rotated = client.post(f"/v1/webhooks/{hook['id']}/rotate", headers=auth).json()
+    receiver.secrets["/r"] = hook["secret"]  # a receiver not yet told of the new secret
+    job_id = client.post("/v1/jobs", json={"type": "echo"}, headers=auth).json()["job_id"]
+    wait_until(lambda: any(d["event"]["job_id"] == job_id for d in receiver.received),
+               timeout_s=30)
+    assert receiver.bad == []  # the old secret verified (the handler checks every delivery)
+    [(headers, body)] = [(d["headers"], d["body"]) for d in receiver.received
+                         if d["event"]["job_id"] == job_id]
+    webhooks.verify(rotated["secret"], headers, body)  # and so does the new one
+    assert headers[webhooks.SIGNATURE_HEADER].count("v1=") == 2

@@ -86,6 +86,43 @@ def test_text_format_appends_fields_as_key_value() -> None:
     assert "task_completed job_id=j9 type=echo attempt=1 tenant=t" in out
 
 
+def test_lines_inside_a_job_scope_carry_its_fields_in_helper_threads_too() -> None:
+    import contextvars
+    import threading
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.formatter("json"))
+    handler.addFilter(logs.JobFields())
+    logger = logging.getLogger("tidegate.test.scope")
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.info("before")
+    with logs.job_scope(job_id="j7") as scope:
+        logger.info("claiming")
+        scope.update(type="echo", attempt=2, tenant="acme")
+        logger.info("the handler's own line")
+        logger.info("llm_call", extra={"lane": "openai:m", "tenant": "explicit"})
+        helper = threading.Thread(target=contextvars.copy_context().run,
+                                  args=(logger.warning, "from a helper thread"))
+        helper.start()
+        helper.join()
+        bare = threading.Thread(target=logger.info, args=("a thread outside the job",))
+        bare.start()
+        bare.join()
+    logger.info("after")
+    lines = {line["event"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    assert "job_id" not in lines["before"] and "job_id" not in lines["after"]
+    assert "job_id" not in lines["a thread outside the job"]
+    assert lines["claiming"]["job_id"] == "j7" and "type" not in lines["claiming"]
+    fields = {"job_id": "j7", "type": "echo", "attempt": 2, "tenant": "acme"}
+    for event in ("the handler's own line", "from a helper thread"):
+        assert {k: lines[event].get(k) for k in fields} == fields, event
+    # A line's own fields win over the scope's.
+    assert lines["llm_call"]["tenant"] == "explicit" and lines["llm_call"]["lane"] == "openai:m"
+
+
 def test_configure_replaces_the_root_handlers() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level

@@ -12,7 +12,7 @@ import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -89,8 +89,13 @@ class WebhookSender:
         except Exception as exc:  # a bug must not stop the other deliveries
             log.exception("webhook delivery %s failed unexpectedly", due.id)
             error = f"{type(exc).__name__}"
-        retry_at = utcnow() + timedelta(seconds=self.backoff_s(due.attempts))
-        if retry_at - due.created_at > timedelta(seconds=self.config.give_up_s):
+        # Retried for at least give_up_s: the last retry is due at the deadline itself (not
+        # at the last backoff step before it), and only an attempt at or past it gives up.
+        now = utcnow()
+        deadline = due.created_at + timedelta(seconds=self.config.give_up_s)
+        retry_at: datetime | None = min(now + timedelta(seconds=self.backoff_s(due.attempts)),
+                                        deadline)
+        if now >= deadline:
             retry_at = None  # retried long enough: failed for good
             log.warning("webhook delivery %s to %s failed for good after %d attempts: %s",
                         due.id, due.url, due.attempts, error)

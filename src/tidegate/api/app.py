@@ -82,7 +82,8 @@ class ApiContainer(Container):
         except ConfigurationError:
             redis_url = None
         return EventHub(self.event_log, redis_url=redis_url, channel=EVENTS_CHANNEL,
-                        poll_s=self.settings.events_poll_s)
+                        poll_s=self.settings.events_poll_s, key_valid=self.keys.is_valid,
+                        recheck_s=self.settings.stream_recheck_s)
 
     @cached_property
     def limiter(self) -> RedisLimiter:

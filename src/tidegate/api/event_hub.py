@@ -13,6 +13,11 @@ events never race like that: each is written under the job row's lock.
 A stream that connects with ``Last-Event-ID`` subscribes first (noting the hub's position),
 then reads its backlog from the table up to that position: nothing is lost between the two and
 nothing is sent twice. A stream too slow for its queue is cut over to the table again.
+
+The hub also re-checks the API keys of its open streams, every ``recheck_s``: one look-up per
+key for all the streams on it, and a revoked key wakes its streams to end them. (Each stream
+asking on its own timer cost a thread hop per stream per second: with 1,000 open streams, half
+of the process's time.)
 """
 
 from __future__ import annotations
@@ -21,16 +26,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..adapters.dead_peer import tcp_keepalive_options
 from ..adapters.metrics import event_streams_open
 from ..adapters.sql.events import Event, EventLog
+from ..core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 1000
+WIRE_CACHE_MAX = 4096  # encoded events kept: one event goes to every stream of its job
 
 
 @dataclass(eq=False)
@@ -41,12 +49,18 @@ class Subscription:
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     overflowed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    key_id: str | None = None  # the API key it was opened with, re-checked by the hub
+    revoked: bool = False  # that key was revoked or expired since: end the stream
 
 
 class EventHub:
     def __init__(self, log_: EventLog, *, redis_url: str | None, channel: str,
-                 poll_s: float = 1.0, gap_grace_s: float = 2.0, batch: int = 1000) -> None:
+                 poll_s: float = 1.0, gap_grace_s: float = 2.0, batch: int = 1000,
+                 key_valid: Callable[[str], bool] | None = None,
+                 recheck_s: float = 1.0) -> None:
         self.log = log_
+        self.key_valid = key_valid
+        self.recheck_s = recheck_s
         self.redis_url = redis_url
         self.channel = channel
         self.poll_s = poll_s
@@ -58,6 +72,7 @@ class EventHub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._gap_since: dict[int, float] = {}
+        self._wire: OrderedDict[int, bytes] = OrderedDict()  # see wire()
         self.started = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -73,6 +88,8 @@ class EventHub:
         self._tasks.append(asyncio.create_task(self._read_loop(), name="event-hub-reader"))
         if self.redis_url:
             self._tasks.append(asyncio.create_task(self._listen(), name="event-hub-wakeups"))
+        if self.key_valid is not None:
+            self._tasks.append(asyncio.create_task(self._watch_keys(), name="event-hub-keys"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -86,12 +103,12 @@ class EventHub:
 
     # -- subscriptions ----------------------------------------------------------------------
     def subscribe(self, match: Callable[[Event], bool], *, job_id: str | None = None,
-                  tenant: str | None = None) -> Subscription:
+                  tenant: str | None = None, key_id: str | None = None) -> Subscription:
         """Events of ``job_id`` (or of ``tenant``; neither: of every job) for which ``match``
-        holds."""
+        holds; with ``key_id``, until that API key is revoked (``Subscription.revoked``)."""
         index = (f"job:{job_id}" if job_id is not None
                  else f"tenant:{tenant}" if tenant is not None else "all")
-        sub = Subscription(match, self.head, index)
+        sub = Subscription(match, self.head, index, key_id=key_id)
         self._subs.setdefault(index, set()).add(sub)
         self._count += 1
         event_streams_open.inc()
@@ -113,12 +130,56 @@ class EventHub:
         sub.overflowed = False
         sub.head = self.head
 
+    def wire(self, event: Event, encode: Callable[[Event], bytes]) -> bytes:
+        """``encode(event)``, once per event for all the streams it goes to (ids are unique
+        in this hub's database, which is why the cache is the hub's)."""
+        wire = self._wire.get(event["id"])
+        if wire is None:
+            wire = self._wire[event["id"]] = encode(event)
+            if len(self._wire) > WIRE_CACHE_MAX:
+                self._wire.popitem(last=False)
+        return wire
+
     @property
     def open_streams(self) -> int:
         return self._count
 
     def poke(self) -> None:
         self._wake.set()
+
+    # -- keys ------------------------------------------------------------------------------
+    async def _watch_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            by_key: dict[str, list[Subscription]] = {}
+            for subs in self._subs.values():
+                for sub in subs:
+                    if sub.key_id is not None and not sub.revoked:
+                        by_key.setdefault(sub.key_id, []).append(sub)
+            if not by_key:
+                continue
+            try:
+                invalid = await asyncio.to_thread(self._invalid_keys, list(by_key))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving; look again next time
+                log.warning("stream key re-check failed: %s", exc)
+                continue
+            for key_id in invalid:
+                for sub in by_key[key_id]:
+                    sub.revoked = True
+                    sub.wake.set()
+
+    def _invalid_keys(self, key_ids: list[str]) -> list[str]:
+        assert self.key_valid is not None
+        invalid = []
+        for key_id in key_ids:
+            try:
+                if not self.key_valid(key_id):
+                    invalid.append(key_id)
+            except Unavailable:
+                pass  # the database blinked: keep serving, check again next time
+        return invalid
 
     # -- reading ---------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -153,9 +214,14 @@ class EventHub:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
             self._wake.clear()
             if not self._subs:
-                # Nobody listens: keep the position current without reading events.
+                # Nobody listens: keep the position current without reading events. Only if
+                # still nobody listens once the read is back: a stream that subscribed during
+                # it reads its backlog up to the old position, and the events after it must
+                # come through its queue, not be skipped.
                 with contextlib.suppress(Exception):
-                    self.head = max(self.head, await asyncio.to_thread(self.log.last_id))
+                    newest = await asyncio.to_thread(self.log.last_id)
+                    if not self._subs:
+                        self.head = max(self.head, newest)
                 continue
             try:
                 more = await self._read_once()

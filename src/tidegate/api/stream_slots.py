@@ -27,9 +27,13 @@ class StreamSlot:
     stream_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     renewed_at: float = field(default_factory=time.monotonic)
 
+    def renew_due(self) -> bool:
+        """Whether :meth:`renew` would talk to Redis now (call it off the event loop then)."""
+        return self.slots is not None and time.monotonic() - self.renewed_at >= RENEW_EVERY_S
+
     def renew(self) -> None:
         """Cheap to call on every loop: talks to Redis every RENEW_EVERY_S only."""
-        if self.slots is None or time.monotonic() - self.renewed_at < RENEW_EVERY_S:
+        if not self.renew_due():
             return
         self.renewed_at = time.monotonic()
         try:

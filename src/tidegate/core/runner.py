@@ -3,6 +3,7 @@ write the outcome with a conditional UPDATE. Framework-free; the Celery task is 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -199,7 +200,9 @@ class Runner:
             checkpoint=job.checkpoint, services=self.services, stopping=self.stopping,
             priority=job.priority.value)
         stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(ctx, stop),
+        # In a copy of this thread's context: its log lines carry the job's fields too.
+        beat = threading.Thread(target=contextvars.copy_context().run,
+                                args=(self._heartbeat, ctx, stop),
                                 name=f"lease-{job_id[:8]}", daemon=True)
         beat.start()
         try:

@@ -19,6 +19,7 @@ For every call a handler makes (``ctx.llm.complete(...)``):
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
@@ -547,7 +548,9 @@ class JobLLM:
         gw, ctx = self.gw, self.ctx
         started = time.monotonic()
         handle = abort.CallHandle()
-        future: Future[T] = gw._pool.submit(abort.run, handle, fn)
+        # In a copy of the job's context, so that the call's log lines name the job.
+        future: Future[T] = gw._pool.submit(contextvars.copy_context().run, abort.run, handle,
+                                            fn)
         try:
             while True:
                 try:

@@ -149,12 +149,19 @@ def create_worker_app(settings: Settings) -> Celery:
         return "delivery_failed"
 
     def _deliver(job_id: str, sent_at: object = None) -> str:
+        # Every line logged while this delivery runs (the handler's own, the runner's, the
+        # LLM gateway's) carries the job's fields, known once the job is claimed.
+        with logs.job_scope(job_id=job_id) as scope:
+            return _deliver_in_scope(job_id, sent_at, scope)
+
+    def _deliver_in_scope(job_id: str, sent_at: object, scope: dict[str, object]) -> str:
         rt = runtime.get_runtime()
         started = time.monotonic()
         claimed: list[Job] = []
 
         def on_claim(job: Job, pin: object = None) -> None:
             claimed.append(job)
+            scope.update(type=job.type, attempt=job.attempts, tenant=job.tenant)
             log.info("task_started", extra=_fields(job))
             _advance_frontier(rt, job, sent_at)
             if callable(pin):

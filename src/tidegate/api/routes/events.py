@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -19,12 +18,12 @@ from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ...adapters.sql.events import TERMINAL_KINDS, Event
-from ...core.errors import InvalidRequest, Unavailable
+from ...core.errors import InvalidRequest
 from ...core.statuses import Status
-from ..deps import Caller, ContainerDep, Reader
+from ..deps import ContainerDep, Reader
 from ..event_hub import EventHub, Subscription
 from ..schemas import AUTH_ERRORS, error_responses
-from ..stream_slots import StreamSlot, take_stream_slot
+from ..stream_slots import RENEW_EVERY_S, StreamSlot, take_stream_slot
 
 router = APIRouter(tags=["events"], responses=AUTH_ERRORS)
 
@@ -49,9 +48,10 @@ def _after(last_event_id: str | None) -> int | None:
     return value
 
 
-def _sse(event: Event) -> ServerSentEvent:
+def _encode(event: Event) -> bytes:
+    """The event as one SSE message (bytes, as sse-starlette writes them)."""
     return ServerSentEvent(data=json.dumps(event, separators=(",", ":")), event=event["kind"],
-                           id=str(event["id"]))
+                           id=str(event["id"])).encode()
 
 
 def _error(code: str, message: str) -> ServerSentEvent:
@@ -64,38 +64,21 @@ async def _hub(request: Request) -> EventHub:
     return hub
 
 
-def _key_check(container: ContainerDep, caller: Caller) -> Callable[[], Awaitable[bool]]:
-    """Whether the stream's API key is still valid (not revoked or expired since it opened):
-    the process's key cache answers, and a revocation anywhere reaches it within a second."""
-
-    async def still_valid() -> bool:
-        if caller.key_id is None:  # TIDEGATE_AUTH=off
-            return True
-        try:
-            return bool(await run_in_threadpool(container.keys.is_valid,  # type: ignore[attr-defined]
-                                                caller.key_id))
-        except Unavailable:
-            return True  # the database blinked: keep serving, check again next time
-
-    return still_valid
-
-
 async def _stream(hub: EventHub, sub: Subscription, *, after: int | None, backlog: Backlog,
-                  retry_ms: int, recheck_s: float, key_valid: Callable[[], Awaitable[bool]],
-                  ends_with_terminal: bool, complete: bool,
-                  slot: StreamSlot) -> AsyncIterator[ServerSentEvent]:
+                  retry_ms: int, ends_with_terminal: bool, complete: bool,
+                  slot: StreamSlot) -> AsyncIterator[ServerSentEvent | bytes]:
     """``complete``: the job had already ended when the stream opened; send what is left of
-    its history, without waiting for live events."""
+    its history, without waiting for live events. The hub re-checks the stream's API key
+    (``sub.revoked``): a revoked key ends it with an ``error`` event."""
     try:
         yield ServerSentEvent(comment="tidegate events", retry=retry_ms)
         last = sub.head if after is None else after
-        next_check = time.monotonic() + recheck_s
         while True:
             upto = None if complete else sub.head
             while True:  # the backlog, from the table
                 page = await asyncio.to_thread(backlog, last, upto)
                 for event in page:
-                    yield _sse(event)
+                    yield hub.wire(event, _encode)
                     last = event["id"]
                     if ends_with_terminal and event["kind"] in TERMINAL_KINDS:
                         return
@@ -104,24 +87,22 @@ async def _stream(hub: EventHub, sub: Subscription, *, after: int | None, backlo
             if complete:
                 return
             while True:  # live, from the hub
-                if time.monotonic() >= next_check:
-                    slot.renew()
-                    if not await key_valid():
-                        yield _error("unauthorized", "the API key was revoked")
-                        return
-                    next_check = time.monotonic() + recheck_s
+                if sub.revoked:
+                    yield _error("unauthorized", "the API key was revoked")
+                    return
+                if slot.renew_due():
+                    await run_in_threadpool(slot.renew)
                 if sub.queue.empty():
                     if sub.overflowed:
                         break  # too slow for the queue: read the gap from the table
                     sub.wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(sub.wake.wait(),
-                                               timeout=max(0.01, next_check - time.monotonic()))
+                        await asyncio.wait_for(sub.wake.wait(), timeout=RENEW_EVERY_S)
                     continue
                 event = sub.queue.get_nowait()
                 if event["id"] <= last:
                     continue
-                yield _sse(event)
+                yield hub.wire(event, _encode)
                 last = event["id"]
                 if ends_with_terminal and event["kind"] in TERMINAL_KINDS:
                     return
@@ -131,7 +112,8 @@ async def _stream(hub: EventHub, sub: Subscription, *, after: int | None, backlo
         await run_in_threadpool(slot.give)
 
 
-def _response(request: Request, content: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+def _response(request: Request, content: AsyncIterator[ServerSentEvent | bytes],
+              ) -> EventSourceResponse:
     return EventSourceResponse(content, ping=PING_S,
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -149,7 +131,7 @@ async def job_events(job_id: str, request: Request, container: ContainerDep, cal
     the stream ends after the terminal event (`succeeded`, `failed` or `cancelled`)."""
     after = _after(last_event_id)
     hub = await _hub(request)
-    sub = hub.subscribe(lambda e: e["job_id"] == job_id, job_id=job_id)
+    sub = hub.subscribe(lambda e: e["job_id"] == job_id, job_id=job_id, key_id=caller.key_id)
     try:
         # Read after subscribing: if it has not ended now, its end comes through the hub.
         job = await run_in_threadpool(container.service.get, job_id, tenant=caller.owner)
@@ -162,8 +144,7 @@ async def job_events(job_id: str, request: Request, container: ContainerDep, cal
     return _response(request, _stream(
         hub, sub, after=after or 0,
         backlog=lambda a, u: log.for_job(job_id, after_id=a, upto_id=u, limit=PAGE),
-        retry_ms=settings.stream_retry_ms, recheck_s=settings.stream_recheck_s,
-        key_valid=_key_check(container, caller), ends_with_terminal=True,
+        retry_ms=settings.stream_retry_ms, ends_with_terminal=True,
         complete=job.status.terminal, slot=slot))
 
 
@@ -193,13 +174,12 @@ async def tenant_events(request: Request, container: ContainerDep, caller: Reade
     # The slot counts against the caller's own tenant, whichever tenants it watches.
     slot = await run_in_threadpool(take_stream_slot, container, caller.tenant)
     hub = await _hub(request)
-    sub = hub.subscribe(match, tenant=owner)
+    sub = hub.subscribe(match, tenant=owner, key_id=caller.key_id)
     log = container.event_log
     settings = container.settings
     return _response(request, _stream(
         hub, sub, after=after,
         backlog=lambda a, u: log.for_tenant(owner, after_id=a, upto_id=u, type=type,
                                             status=status, limit=PAGE),
-        retry_ms=settings.stream_retry_ms, recheck_s=settings.stream_recheck_s,
-        key_valid=_key_check(container, caller), ends_with_terminal=False,
+        retry_ms=settings.stream_retry_ms, ends_with_terminal=False,
         complete=False, slot=slot))

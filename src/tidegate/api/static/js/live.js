@@ -53,6 +53,9 @@ export function followJob(jobId, { afterId = null, onJob, onEvent, reload }) {
   stream(`/v1/jobs/${encodeURIComponent(jobId)}/events`, {
     signal: ctrl.signal,
     lastEventId: afterId,
+    // Closed before its terminal event: connect again, unless the job has ended meanwhile
+    // (its stream, resumed after its last event, has nothing more to send).
+    onClosed: () => reload().then((job) => !TERMINAL.has(job.status), () => true),
     onEvent: (ev) => {
       let data;
       try { data = JSON.parse(ev.data); } catch (e) { return; }

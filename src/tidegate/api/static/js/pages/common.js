@@ -24,6 +24,12 @@ export function errorLine(err) {
   return h("p", { class: "error", role: "alert" }, `${err.code ? `${err.code}: ` : ""}${err.message}`);
 }
 
+// A name that may wrap after its underscores (startup_report), on a narrow screen only.
+export function breakable(name) {
+  const parts = String(name).split("_");
+  return parts.flatMap((part, i) => (i < parts.length - 1 ? [`${part}_`, h("wbr")] : [part]));
+}
+
 // columns: which optional columns to show
 export function jobsTable(jobs, { tenants = false, extra = null } = {}) {
   const head = h("tr", {}, h("th", {}, "Job"), h("th", {}, "Status"), h("th", {}, "Type"),
@@ -38,7 +44,7 @@ export function jobRow(j, { tenants = false, extra = null } = {}) {
   const row = h("tr", { dataset: { jobId: j.job_id } },
     h("td", {}, h("a", { href: `#/jobs/${j.job_id}`, title: j.job_id }, j.job_id.slice(0, 8))),
     h("td", { class: "status-cell" }, badge(j.status)),
-    h("td", {}, j.type), h("td", { class: "hide-sm" }, j.priority),
+    h("td", {}, breakable(j.type)), h("td", { class: "hide-sm" }, j.priority),
     tenants && h("td", { class: "hide-sm" }, j.tenant ?? "—"),
     h("td", { class: "hide-sm" }, h("time", { datetime: j.created_at }, localTime(j.created_at))),
     h("td", { class: "num hide-sm" }, seconds(duration(j))),

@@ -49,7 +49,7 @@ export function lanesPage(root) {
             h("div", {}, h("dt", {}, "Pause"), h("dd", {}, l.paused_for_s > 0 ? seconds(l.paused_for_s) : "none"))),
           lineChart([{ name: "requests, last minute", values: history.series(`${l.lane} req`) },
             { name: "limit (req/min)", values: history.series(`${l.lane} rpm`), dashed: true }],
-          { label: `${l.lane}: requests in the last minute against the limit, over time` }));
+          { label: `${l.lane}: requests in the last minute against the limit, over time`, since: history.since }));
       }));
     } catch (err) { fill(body, errorLine(err)); }
   }

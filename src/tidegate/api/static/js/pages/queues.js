@@ -26,13 +26,13 @@ export function queuesPage(root) {
           h("tbody", {}, q.queues.map((x) => h("tr", { dataset: { queue: x.name } }, h("td", {}, x.name), h("td", { class: "num" }, count(x.ready)), h("td", { class: "num" }, count(x.unacked))))))),
         lineChart(names.map((n) => ({ name: `${n} ready`, values: history.series(`${n} ready`) }))
           .concat(names.map((n) => ({ name: `${n} unacked`, values: history.series(`${n} unacked`), dashed: true }))),
-        { label: "Messages per queue over time (sampled every 3 s)" }),
+        { label: "Messages per queue over time (sampled every 3 s)", since: history.since }),
         h("h2", {}, `Workers (${q.workers.length})`),
         q.workers.length ? h("div", { class: "scroll" }, h("table", { class: "workers" },
           h("thead", {}, h("tr", {}, h("th", {}, "Worker"), h("th", { class: "num" }, "Active (jobs)"), h("th", { class: "num" }, "Reserved (jobs)"), h("th", { class: "hide-sm" }, "Queues"))),
           h("tbody", {}, q.workers.map((w) => h("tr", {}, h("td", {}, w.name), h("td", { class: "num" }, count(w.active)), h("td", { class: "num" }, count(w.reserved)), h("td", { class: "hide-sm" }, w.queues.join(", "))))))) : h("p", { class: "muted" }, "No worker answered."),
         lineChart([{ name: "active", values: history.series("active") }, { name: "reserved", values: history.series("reserved"), dashed: true }],
-          { label: "Jobs held by workers over time" }),
+          { label: "Jobs held by workers over time", since: history.since }),
         h("h2", {}, "Jobs by status"),
         h("dl", { class: "card grid" }, Object.entries(q.jobs_by_status).map(([s, n]) => h("div", {}, h("dt", {}, s), h("dd", {}, plural(n, "job"))))));
     } catch (err) { fill(body, errorLine(err)); }
