@@ -492,6 +492,10 @@ class InMemoryDispatcher:
             raise Unavailable("broker is down")
         self.sent.append((job_id, queue, countdown_s))
 
+    def send_many(self, sends: Sequence[tuple[str, str]]) -> None:
+        for job_id, queue in sends:
+            self.send(job_id, queue=queue)
+
     def ping(self) -> None:
         from .errors import Unavailable
 
