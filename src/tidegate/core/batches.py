@@ -43,6 +43,10 @@ class Batches(Generic[T]):
             if self._closed:  # shutting down: do it now rather than drop it
                 now = list(items)
             else:
+                # Only the item that finds nothing pending wakes the thread: the others join
+                # what it will take (flush drains until nothing is left), and Event.set per
+                # request was a measurable cost.
+                wake = not self._pending
                 self._pending.extend(items)
                 now = []
                 if self._thread is None:  # started on first use: a fork never inherits it
@@ -51,7 +55,7 @@ class Batches(Generic[T]):
                     self._thread.start()
         if now:
             self._write(now)
-        else:
+        elif wake:
             self._wake.set()
 
     def flush(self) -> int:
