@@ -20,8 +20,8 @@ from .adapters.sql.schedules import SqlScheduleStore
 from .adapters.sql.webhooks import WebhookStore
 from .adapters.webhook_secrets import SecretBox
 from .config import Settings
-from .core.dispatch_marks import DispatchMarks
 from .core.errors import ConfigurationError, InvalidInput
+from .core.outbox import SendOutbox
 from .core.registry import Registry
 from .core.schedules import Schedule, settings_schedules
 from .core.service import JobService
@@ -48,8 +48,13 @@ class Container:
 
     @cached_property
     def store(self) -> SqlJobStore:
-        return SqlJobStore(self.engine, on_events=self.event_publisher,
+        return SqlJobStore(self.engine, on_events=self.on_events,
                            seal=self.secret_box.seal)
+
+    @cached_property
+    def on_events(self) -> Callable[[list[str]], None] | None:
+        """What the store calls after committing events: the wake-up, at once."""
+        return self.event_publisher
 
     @cached_property
     def secret_box(self) -> SecretBox:
@@ -89,8 +94,8 @@ class Container:
             raise ConfigurationError(str(exc)) from None
 
     @cached_property
-    def dispatch_marks(self) -> DispatchMarks | None:
-        """None: each send is recorded at once. The API batches them (see DispatchMarks)."""
+    def outbox(self) -> SendOutbox | None:
+        """None: each job is sent and marked at once. The API batches them (core/outbox.py)."""
         return None
 
     @cached_property
@@ -100,7 +105,7 @@ class Container:
         return JobService(self.store, self.dispatcher, self.registry,
                           secret=self.settings.secret_key,
                           validation_context={LLM_CONFIG: self.llm_config},
-                          gate=self.tenant_gate, marks=self.dispatch_marks)
+                          gate=self.tenant_gate, outbox=self.outbox)
 
     @cached_property
     def frontier(self) -> RedisFrontier | None:
@@ -179,9 +184,10 @@ class Container:
                         settings_of=self.tenant_gate.settings)
 
     def close(self) -> None:
-        marks = self.__dict__.get("dispatch_marks")
-        if marks is not None:
-            marks.close()
+        for name in ("outbox", "event_wakeups"):  # what requests handed them goes out first
+            batches = self.__dict__.get(name)
+            if batches is not None:
+                batches.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
         if self.__dict__.get("state_client") is not None:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000
 _UNSET = object()
+# What authenticate_cached answers when only authenticate (which may read the database) can.
+NEEDS_IO = object()
 
 
 class KeyAuthority:
@@ -99,6 +101,29 @@ class KeyAuthority:
         if record is None or not record.valid_at(utcnow()):
             return None
         self._touch(record, address)
+        return record
+
+    def authenticate_cached(self, plain: str) -> ApiKey | None | object:
+        """authenticate() from memory alone, for the event loop: the key's record, None for
+        a key that is not valid, or NEEDS_IO when the answer needs the database (the cache
+        is due for its generation check, the key is not cached, or its last use is due to be
+        recorded): then call authenticate() off the loop."""
+        if not plain.startswith("tg_") or len(plain) > 200:
+            return None
+        now = time.monotonic()
+        digest = hash_key(plain, self.secret)
+        with self._lock:
+            if not self._trusted or now - self._checked_at >= self.check_every_s:
+                return NEEDS_IO
+            hit = self._by_hash.get(digest)
+            if hit is None or now - hit[1] >= self.ttl_s:
+                return NEEDS_IO
+            record = hit[0]
+            if record is None or not record.valid_at(utcnow()):
+                return None
+            last = self._touched.get(record.id)
+            if last is None or now - last >= self.touch_every_s:
+                return NEEDS_IO
         return record
 
     def is_valid(self, key_id: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cached_property
 
@@ -17,8 +17,9 @@ from ..adapters.queues import QueueInspector
 from ..adapters.redis_keys import EVENTS_CHANNEL
 from ..adapters.sql.events import EventLog
 from ..config import Settings, load_settings
-from ..core.dispatch_marks import DispatchMarks
+from ..core.batches import Batches
 from ..core.errors import ConfigurationError
+from ..core.outbox import SendOutbox
 from ..wiring import Container, build_container
 from . import errors
 from .body_limit import BodyLimitMiddleware
@@ -43,11 +44,35 @@ from .routes import (
 
 log = logging.getLogger(__name__)
 
+# Database connections kept per API process (as many again in a burst). Requests run in a
+# thread pool of 40: with the default 5 kept, a busy process opened and closed a connection
+# for many of its requests.
+API_DB_POOL_SIZE = 10
+
 
 class ApiContainer(Container):
     @cached_property
-    def dispatch_marks(self) -> DispatchMarks | None:
-        return DispatchMarks(self.store)
+    def outbox(self) -> SendOutbox | None:
+        return SendOutbox(self.dispatcher, self.store)
+
+    @cached_property
+    def event_wakeups(self) -> Batches[str] | None:
+        """Streams' wake-ups from a thread, one PUBLISH for the commits of the last moment,
+        instead of one per commit on the request path."""
+        publisher = self.event_publisher
+        if publisher is None:
+            return None
+
+        def publish(job_ids: list[str]) -> int:
+            publisher(job_ids)  # reports its own failures
+            return len(job_ids)
+
+        return Batches(publish, name="event-wakeups")
+
+    @cached_property
+    def on_events(self) -> Callable[[list[str]], None] | None:
+        wakeups = self.event_wakeups
+        return None if wakeups is None else wakeups.add_all
 
     @cached_property
     def queue_inspector(self) -> QueueInspector:
@@ -105,7 +130,8 @@ class ApiContainer(Container):
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     base = build_container(settings)
-    container = ApiContainer(settings=base.settings, registry=base.registry)
+    container = ApiContainer(settings=base.settings, registry=base.registry,
+                             db_pool_size=API_DB_POOL_SIZE)
     _ = container.llm_config  # load it now: a bad LLM settings file stops the API at start-up
     if settings.auth == "off":
         log.warning("TIDEGATE_AUTH=off: every request is accepted as tenant 'local'")

@@ -499,6 +499,10 @@ class InMemoryDispatcher:
             raise Unavailable("broker is down")
         self.sent.append((job_id, queue, countdown_s))
 
+    def send_many(self, sends: Sequence[tuple[str, str, Mapping[str, str] | None]]) -> None:
+        for job_id, queue, label in sends:
+            self.send(job_id, queue=queue, label=label)
+
     def ping(self) -> None:
         from .errors import Unavailable
 

@@ -218,6 +218,11 @@ class Dispatcher(Protocol):
     def send(self, job_id: str, *, queue: str, countdown_s: float = 0.0,
              label: Mapping[str, str] | None = None) -> None: ...
 
+    def send_many(self, sends: Sequence[tuple[str, str, Mapping[str, str] | None]]) -> None:
+        """Send each (job id, queue, label) now, in as few round trips as the broker allows.
+        If it raises Unavailable, any of them may or may not have been sent."""
+        ...
+
     def ping(self) -> None: ...
 
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .cursors import cursor_key, decode_cursor, encode_cursor
-from .dispatch_marks import DispatchMarks
 from .errors import (
     AlreadyTerminal,
     IdempotencyMismatch,
@@ -23,6 +22,7 @@ from .errors import (
 )
 from .jsonsafe import readable, require_storable, text_problem
 from .models import CursorPage, EventNote, Job, new_job_id, utcnow
+from .outbox import SendOutbox, label_of
 from .ports import Dispatcher, JobStore
 from .registry import Registry
 from .statuses import TERMINAL, Priority, Status
@@ -54,11 +54,11 @@ class JobService:
                  clock: Callable[[], datetime] = utcnow, secret: str | None = None,
                  validation_context: Mapping[str, Any] | None = None,
                  gate: TenantGate | None = None,
-                 marks: DispatchMarks | None = None) -> None:
+                 outbox: SendOutbox | None = None) -> None:
         self.store = store
-        # Where "this row's message is out" is recorded: in batches off the request path when
-        # given (the API), else at once (the sweep, the CLI, tests).
-        self.marks = marks
+        # Given (the API): new jobs are sent and marked sent in batches after the answer;
+        # else at once (the sweep, the CLI, workers, tests).
+        self.outbox = outbox
         # Tenant limits at submit (priorities, rate, queued jobs, budgets); None: no limits.
         self.gate = gate
         self.dispatcher = dispatcher
@@ -163,19 +163,20 @@ class JobService:
 
     def dispatch(self, job: Job, *, countdown_s: float = 0.0) -> bool:
         """Send the id of the waiting row ``job`` (as read) to the broker. Returns whether it
-        was sent; never raises for a broker or database outage: the sweep covers both."""
+        was sent (or handed to the outbox); never raises for a broker or database outage:
+        the sweep covers both."""
+        if self.outbox is not None and countdown_s <= 0:
+            self.outbox.add(job)
+            return True
         try:
             self.dispatcher.send(job.id, queue=job.priority.value, countdown_s=countdown_s,
-                                 label={"job_type": job.type, "tenant": job.tenant})
+                                 label=label_of(job))
         except Unavailable as exc:
             # Accepted anyway: the sweep re-sends undispatched rows once the broker is back.
             log.warning("broker unavailable, job %s stays queued for the sweep: %s", job.id, exc)
             return False
         # Only if the row is still the one we sent for: a worker that already claimed it
         # (and maybe parked it again, clearing dispatched_at) keeps its own state.
-        if self.marks is not None:
-            self.marks.add(job.id, attempt=job.attempts, version=job.updated_at)
-            return True
         try:
             self.store.mark_dispatched(job.id, attempt=job.attempts, version=job.updated_at)
         except Exception:

@@ -19,6 +19,7 @@ from ...core.jsonsafe import find_problem, readable, unreadable
 from ...core.models import EventNote, Job, JobEvent, Page, Usage, utcnow
 from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
 from .accounts import SqlAccounts, guard
+from .job_insert import JobInserts, row_params
 from .tables import (
     JSONType,
     UTCDateTime,
@@ -159,6 +160,7 @@ class SqlJobStore(SqlAccounts):
         self._read = _read_columns(engine.dialect.name)
         self._pg = engine.dialect.name == "postgresql"
         self.on_events = on_events
+        self._inserts = JobInserts(self._read)
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
@@ -182,9 +184,13 @@ class SqlJobStore(SqlAccounts):
     # -- jobs ---------------------------------------------------------------------------
     @_guard
     def create(self, job: Job) -> tuple[Job, bool]:
+        params = row_params(job)
         try:
-            with self._begin() as conn:
-                created = self.insert_job(conn, job)
+            if self._pg and not job.webhook:
+                row = self._create_in_one_statement(job, params)
+            else:
+                with self._begin() as conn:
+                    row = self._write_new(conn, job, params)
         except sa.exc.IntegrityError:
             if job.idempotency_key is None:
                 raise
@@ -192,33 +198,34 @@ class SqlJobStore(SqlAccounts):
             if existing is None:  # pragma: no cover - the winner's row vanished (purged)
                 raise
             return existing, False
-        return created, True
+        # RETURNING hands back the row as stored (the version mark_dispatched compares), so
+        # there is no second read.
+        return _read_job(row), True
+
+    def _create_in_one_statement(self, job: Job, params: dict[str, Any]) -> Any:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            row = conn.execute(self._inserts.all_in_one, params).one()
+        if self.on_events is not None:
+            try:
+                self.on_events([job.id])
+            except Exception:  # a wake-up only, as in _begin
+                log.debug("event wake-up failed", exc_info=True)
+        return row
 
     def insert_job(self, conn: sa.Connection, job: Job) -> Job:
         """Insert the row, its webhook and its `submitted` event in the caller's transaction
         (the schedule store writes a slot's run beside it)."""
-        values = {
-            "id": job.id, "tenant": job.tenant, "type": job.type, "status": job.status.value,
-            "priority": job.priority.value, "input": job.input, "metadata": job.metadata,
-            "idempotency_key": job.idempotency_key,
-            "request_fingerprint": job.request_fingerprint, "progress": 0, "message": "",
-            "attempts": 0, "max_attempts": job.max_attempts, "checkpoint": {},
-            "cancel_requested": False, "created_at": job.created_at,
-            "updated_at": job.updated_at, "input_tokens": 0, "output_tokens": 0,
-            "cost_nano_usd": 0, "unpriced": False, "late_input_tokens": 0,
-            "late_output_tokens": 0, "late_cost_nano_usd": 0,
-            "expires_at": job.expires_at, "schedule": job.schedule,
-        }
-        row = conn.execute(jobs.insert().values(**values).returning(*self._read)).one()
+        return _read_job(self._write_new(conn, job, row_params(job)))
+
+    def _write_new(self, conn: sa.Connection, job: Job, params: dict[str, Any]) -> Any:
+        row = conn.execute(self._inserts.row, params).one()
         if job.webhook:
             self._add_job_webhook(conn, job)
-        detail: dict[str, Any] = {"priority": job.priority.value}
-        if job.schedule is not None:
-            detail["schedule"] = job.schedule
-        self._note(conn, job.id, 0, EventNote("submitted", detail), job.created_at)
-        # RETURNING hands back the row as stored (the version mark_dispatched compares), so
-        # there is no second read.
-        return _read_job(row)
+        self._inserts.event_in_transaction(conn, params)
+        noted = conn.info.get(_NOTED)
+        if noted is not None:
+            noted.append(job.id)
+        return row
 
     def _add_job_webhook(self, conn: sa.Connection, job: Job) -> None:
         from .webhooks import kinds_column
