@@ -204,15 +204,25 @@ class InMemoryLimiter:
             ln.learned.update(limits)
             self._reconcile(ln)
             since = self._granted_since(ln, now - age_ms) if age_ms > 0 else None
+            # Nothing of ours in flight and nothing granted since the provider counted: its
+            # count, brought to now, is the lane's whole state, so the level follows it up as
+            # well as down (what calls granted in a burst, in another order than they reached
+            # the provider, made us deduct twice is given back).
+            quiet = (since is not None and since["n"] == 0
+                     and not any(exp > now for exp in ln.fly.values()))
             for dim, name in DIMS:
                 if dim in remaining and dim in ln.levels:
-                    rate = ln.limit(name) * ln.factor / self._window  # type: ignore[operator]
-                    target = resync_target(remaining[dim], rate)
+                    q = ln.limit(name) * ln.factor  # type: ignore[operator]
+                    rate = q / self._window
+                    target = resync_target(remaining[dim], rate, self._window, margin_ms)
                     if since is not None:
                         target = target + rate * age_ms - since[dim]
                     if margin_ms > 0:
                         target = target - rate * margin_ms
-                    ln.levels[dim] = min(ln.levels[dim], target)
+                    if quiet:
+                        ln.levels[dim] = min(q * self._burst / self._window, target)
+                    else:
+                        ln.levels[dim] = min(ln.levels[dim], target)
 
     def snapshot(self, lane: str) -> LaneSnapshot:
         validate_lane(lane)
@@ -314,7 +324,13 @@ class InMemoryLimiter:
         return out
 
     def _reconcile(self, ln: _Lane) -> None:
-        """After limits or the factor changed: clamp levels to the new capacities."""
+        """After limits or the factor changed: clamp levels to the new capacities. A limit
+        that is new to the lane starts its pacer as if it had charged what the window already
+        granted: calls made while it was unknown (a lane's first calls, before any headers)
+        are still in flight or counted by the provider, and a full bucket would grant them
+        a second time."""
+        used = {"req": ln.win["req"], "inp": ln.win["inp"], "out": ln.win["out"],
+                "tot": ln.win["inp"] + ln.win["out"]}
         for dim, name in DIMS:
             q = ln.limit(name)
             if q is None:
@@ -322,18 +338,20 @@ class InMemoryLimiter:
                 continue
             cap = q * ln.factor * self._burst / self._window
             lvl = ln.levels.get(dim)
-            ln.levels[dim] = cap if lvl is None else min(lvl, cap)
+            ln.levels[dim] = cap - used[dim] if lvl is None else min(lvl, cap)
 
     def _granted_since(self, ln: _Lane, cutoff: int) -> dict[str, int]:
-        """Tokens charged for grants after ``cutoff`` (their estimates, even once settled),
-        which the provider had not counted yet. Requests: none (see ``observe``)."""
+        """Tokens the provider charges for grants after ``cutoff``, which it had not counted
+        yet: input as known now (the real count once settled: an estimate too high would drain
+        the pacer below the provider, as a lane's first, uncalibrated calls did), output as
+        reserved (providers charge the max at admission, a refund at settle is ours only).
+        Requests: none (see ``observe``); ``n``: how many grants."""
         k = bisect.bisect_right(ln.log, (cutoff, "\uffff"))
         inp = out = 0
         for _t, rid in ln.log[k:k + WALK_LIMIT]:
-            a_in, a_out = ln.est[rid]
-            inp += a_in
-            out += a_out
-        return {"req": 0, "inp": inp, "out": out, "tot": inp + out}
+            inp += ln.amt[rid][0]
+            out += ln.est[rid][1]
+        return {"req": 0, "inp": inp, "out": out, "tot": inp + out, "n": len(ln.log) - k}
 
     def _window_wait(self, ln: _Lane, dim: str, need: float, now: int) -> int:
         """Ms until ``need`` units have left the window (a lower bound past WALK_LIMIT)."""
