@@ -179,7 +179,8 @@ def test_requeue_delay_keeps_the_lead_within_an_in_place_wait() -> None:
     assert requeue_delay(20.0, GatewayPolicy(short_wait_s=0.5, requeue_lead_s=1.0)) == 19.5
     # A long wait is a forecast: asked again halfway, then again, until the turn is near.
     assert requeue_delay(120.0, policy) == 60.0
-    assert requeue_delay(21.0, policy) == 10.5
+    assert requeue_delay(61.0, policy) == 30.5
+    assert requeue_delay(59.0, policy) == 58.0
 
 
 def test_long_pause_falls_back_to_the_next_lane(setup) -> None:

@@ -65,7 +65,7 @@ class GatewayPolicy:
     # A longer wait is a forecast: it counts the needs of the waiters ahead as estimated then
     # (before the lane's token counts were calibrated, before a resync corrected its level).
     # The job asks again halfway, so a forecast that proves long costs half its error at most.
-    recheck_over_s: float = 20.0
+    recheck_over_s: float = 60.0
     fallback_after_s: float = 10.0  # a lane paused longer than this sends calls down the chain
     poll_s: float = 0.2  # how often an in-flight call checks for cancellation
     reservation_slack_s: float = 30.0  # reservation TTL beyond the call's own timeout

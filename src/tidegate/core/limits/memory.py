@@ -205,24 +205,28 @@ class InMemoryLimiter:
             self._reconcile(ln)
             since = self._granted_since(ln, now - age_ms) if age_ms > 0 else None
             # Nothing of ours in flight and nothing granted since the provider counted: its
-            # count, brought to now, is the lane's whole state, so the level follows it up as
-            # well as down (what calls granted in a burst, in another order than they reached
-            # the provider, made us deduct twice is given back).
+            # count is the lane's whole state, so the level may also rise to it (what calls
+            # granted in a burst, reaching the provider in another order, made us deduct twice
+            # is given back). Only to the count as it was, less the margin: what refilled since
+            # is over-counted by the request's travel time, and unlike a resync downwards
+            # nothing of our own accounting bounds it.
             quiet = (since is not None and since["n"] == 0
                      and not any(exp > now for exp in ln.fly.values()))
             for dim, name in DIMS:
                 if dim in remaining and dim in ln.levels:
                     q = ln.limit(name) * ln.factor  # type: ignore[operator]
                     rate = q / self._window
-                    target = resync_target(remaining[dim], rate, self._window, margin_ms)
+                    counted = resync_target(remaining[dim], rate, self._window, margin_ms)
+                    target = counted
                     if since is not None:
                         target = target + rate * age_ms - since[dim]
                     if margin_ms > 0:
                         target = target - rate * margin_ms
+                    lvl = min(ln.levels[dim], target)
                     if quiet:
-                        ln.levels[dim] = min(q * self._burst / self._window, target)
-                    else:
-                        ln.levels[dim] = min(ln.levels[dim], target)
+                        lvl = max(lvl, min(q * self._burst / self._window,
+                                           counted - rate * margin_ms))
+                    ln.levels[dim] = lvl
 
     def snapshot(self, lane: str) -> LaneSnapshot:
         validate_lane(lane)

@@ -37,7 +37,7 @@ if age_ms > 0 then
   end
   since.tot = since.inp + since.out
   -- Nothing in flight, nothing granted since it counted: the provider's count is the whole
-  -- state, and the level follows it up as well as down (see InMemoryLimiter.observe).
+  -- state, and the level may rise to it (see InMemoryLimiter.observe).
   quiet = #ids == 0 and redis.call('ZCOUNT', KEYS[4], '(' .. fmt(now), '+inf') == 0
 end
 local f = num(st, 'f', 1)
@@ -59,13 +59,14 @@ for i, d in ipairs(DIMS) do
         target = math.max(target, math.min(tonumber(rem) + 1.0, held))
       end
     end
+    local counted = target
     if since then target = target + rate * age_ms - since[d[1]] end
     if margin_ms > 0 then target = target - rate * margin_ms end
-    if quiet then
-      put(st, 'p:' .. d[1], math.min(q * burst_ms / window_ms, target))
-    else
-      put(st, 'p:' .. d[1], math.min(lvl, target))
+    lvl = math.min(lvl, target)
+    if quiet then -- up to the count as it was, less the margin (see InMemoryLimiter.observe)
+      lvl = math.max(lvl, math.min(q * burst_ms / window_ms, counted - rate * margin_ms))
     end
+    put(st, 'p:' .. d[1], lvl)
   end
 end
 save(st)
