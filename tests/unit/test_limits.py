@@ -511,7 +511,15 @@ def test_a_quiet_lane_follows_the_provider_up_as_well_as_down(
     lim.observe(LANE, RateLimitInfo(limit_tokens=20_000, remaining_tokens=15_000,
                                     reset_tokens_s=15.0), age_s=0.2)
     assert not ask(lim, "c", inp=5_000).granted
+    clock.advance(0.1)
     lim.settle(LANE, b.reservation_id or "", input_tokens=900, output_tokens=100)
+    # a ended after b was sent: b's count may miss a call that reached the provider later
+    lim.observe(LANE, RateLimitInfo(limit_tokens=20_000, remaining_tokens=15_000,
+                                    reset_tokens_s=15.0), age_s=0.2)
+    assert not ask(lim, "c", inp=5_000).granted
+    d = ask(lim, "d", inp=1)  # a call of its own, ending 0.5 s after a: quiet
+    clock.advance(0.5)
+    lim.settle(LANE, d.reservation_id or "", input_tokens=1, output_tokens=0)
     lim.observe(LANE, RateLimitInfo(limit_tokens=20_000, remaining_tokens=15_000,
                                     reset_tokens_s=15.0), age_s=0.2)
     # Up to the count as it was (15,000), less the margin (83): not what refilled since,

@@ -60,6 +60,7 @@ class _Lane:
     fly: dict[str, int] = field(default_factory=dict)  # rid -> expiry ms
     res: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # rid -> (t, in, out)
     waiters: dict[str, _Waiter] = field(default_factory=dict)
+    done: tuple[int, int] = (-1, -1)  # when the last two calls ended (settle or release)
 
     def limit(self, name: str) -> int | None:
         return self.configured.get(name) or self.learned.get(name)
@@ -209,8 +210,10 @@ class InMemoryLimiter:
             # granted in a burst, reaching the provider in another order, made us deduct twice
             # is given back). Only to the count as it was, less the margin: what refilled since
             # is over-counted by the request's travel time, and unlike a resync downwards
-            # nothing of our own accounting bounds it.
-            quiet = (since is not None and since["n"] == 0
+            # nothing of our own accounting bounds it. And only if no other call ended since
+            # (the last to end is the caller's own): one granted before ours but reaching the
+            # provider after its count may have answered already.
+            quiet = (since is not None and since["n"] == 0 and ln.done[1] <= now - age_ms
                      and not any(exp > now for exp in ln.fly.values()))
             for dim, name in DIMS:
                 if dim in remaining and dim in ln.levels:
@@ -277,6 +280,7 @@ class InMemoryLimiter:
                     lvl, cap, _rate = levels[dim]
                     ln.levels[dim] = min(cap, lvl - delta)
             del ln.fly[rid], ln.res[rid]
+            ln.done = (now, ln.done[0])
             if success and ln.factor < 1 and now - ln.rec_ms >= self._window:
                 ln.factor = round_factor(min(1.0, ln.factor + self._p.increase))
                 ln.rec_ms = now

@@ -39,6 +39,7 @@ if age_ms > 0 then
   -- Nothing in flight, nothing granted since it counted: the provider's count is the whole
   -- state, and the level may rise to it (see InMemoryLimiter.observe).
   quiet = #ids == 0 and redis.call('ZCOUNT', KEYS[4], '(' .. fmt(now), '+inf') == 0
+    and num(st, 'd2', -1) <= now - age_ms
 end
 local f = num(st, 'f', 1)
 for i, d in ipairs(DIMS) do
