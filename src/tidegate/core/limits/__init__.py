@@ -50,6 +50,10 @@ Semantics, shared by both implementations (times are whole milliseconds of the l
   two seconds of quota); a per-minute reset tells the fraction, which the resync keeps (never
   past the next whole unit). A limit first learned while calls are in flight (a lane's first
   calls, made before any headers) starts its pacer net of what the window already granted.
+  One exception to "only lowers": an answer with nothing else of ours in flight, nothing
+  granted since it was counted and no other call ended since (a "quiet" lane) is the lane's
+  whole state, so the level may rise to that count as it was, less the margin; that gives
+  back what a burst, reaching the provider in another order than granted, deducted twice.
 * Lost state: a store can lose everything (Redis restarted without persistence, a failover to
   an empty replica, FLUSHDB, eviction), while the workers that configured its lanes run on.
   So configured limits carry a stamp (``LaneLimits.stamp``), and callers send their limits
