@@ -62,7 +62,8 @@ from tidegate.providers.tokens import estimate_tokens
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_URL = "redis://127.0.0.1:6379/11"
+# Flushed by the script: point TIDEGATE_BENCH_REDIS_URL at a database nobody else uses.
+REDIS_URL = os.environ.get("TIDEGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TERMINAL = ("succeeded", "failed", "cancelled")
 LATENCY = {"latency_min_ms": 100, "latency_max_ms": 300, "per_token_ms": 0}
@@ -364,16 +365,22 @@ def iso(ts: str | None) -> float | None:
 class Tidegate:
     """API, two workers and the scheduler, on Redis DB 11 and a PostgreSQL database."""
 
-    def __init__(self, procs: Procs, sim: Simulator, db_url: str, llm_config: str,
-                 tmp: Path) -> None:
+    def __init__(self, procs: Procs, sim: Simulator | None, db_url: str,
+                 llm_config: str | None, tmp: Path, extra_env: dict[str, str] | None = None
+                 ) -> None:
+        """``sim`` None: no simulator (``extra_env`` names the providers); ``llm_config`` None:
+        the shipped LLM settings only."""
         self.procs = procs
         port = free_port()
         self.env = clean_env() | {
             "TIDEGATE_REDIS_URL": REDIS_URL, "TIDEGATE_DATABASE_URL": db_url,
-            "TIDEGATE_SIMULATOR_URL": sim.url, "TIDEGATE_SIMULATOR": "off",
-            "TIDEGATE_AUTH": "off", "TIDEGATE_LLM_CONFIG": llm_config,
+            "TIDEGATE_SIMULATOR": "off", "TIDEGATE_AUTH": "off",
             "TIDEGATE_PORT": str(port), "TIDEGATE_DATA_DIR": str(tmp / "data"),
-            "TIDEGATE_WORKER_CONCURRENCY": str(TIDEGATE_CONCURRENCY)}
+            "TIDEGATE_WORKER_CONCURRENCY": str(TIDEGATE_CONCURRENCY)} | (extra_env or {})
+        if sim is not None:
+            self.env["TIDEGATE_SIMULATOR_URL"] = sim.url
+        if llm_config is not None:
+            self.env["TIDEGATE_LLM_CONFIG"] = llm_config
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 
     def start(self) -> None:
@@ -746,14 +753,19 @@ def main(argv: list[str] | None = None) -> int:
                 SCENARIOS[name](ctx)
                 log(f"{name}: done in {time.monotonic() - started:.0f} s")
     finally:
-        procs.stop()
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        if args.keep_logs:
-            log(f"logs in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        wind_up(procs, tmp, keep_logs=args.keep_logs)
     print("\n===== summary =====\n" + "\n\n".join(out))
     return 0
+
+
+def wind_up(procs: Procs, tmp: Path, *, keep_logs: bool) -> None:
+    """Stop every process the run started, flush its Redis database, drop (or keep) logs."""
+    procs.stop()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    if keep_logs:
+        log(f"logs in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from tidegate.core.context import JobContext
 from tidegate.core.errors import JobCancelled, JobFailed, LeaseLost, RetryLater, WorkerStopping
-from tidegate.core.limits import InMemoryLimiter, LimiterPolicy
+from tidegate.core.limits import Admission, InMemoryLimiter, LimiterPolicy
 from tidegate.core.llm import (
     ContextTooLong,
     LLMRequest,
@@ -26,6 +26,7 @@ from tidegate.core.memory import InMemoryJobStore
 from tidegate.core.models import Job, new_job_id
 from tidegate.core.statuses import Priority
 from tidegate.llm import GatewayPolicy, LLMGateway
+from tidegate.llm.gateway import requeue_delay
 from tidegate.llm_config import load_llm_config
 from tidegate.providers import Providers
 
@@ -130,6 +131,56 @@ def test_long_quota_wait_gives_the_slot_back(setup) -> None:
     assert anthropic.calls == []
     waits = [e.detail for e in store.events(ctx.job_id) if e.kind == "quota_wait"]
     assert waits and waits[-1]["lane"] == "openai:m1" and waits[-1]["wait_s"] > 0.5
+
+
+def test_a_requeued_quota_wait_comes_back_ahead_of_its_turn(setup) -> None:
+    """The job is sent again the lead (capped by the in-place limit) before its turn, counted
+    from the limiter's answer, and waits the rest in place: the way back takes a moment."""
+    gateway, limiter, openai, _, context, _ = setup
+    limiter.on_rate_limited("openai:m1", 15)
+    ctx = context()
+    before = time.monotonic()
+    with pytest.raises(RetryLater) as info:
+        ask(ctx, model="openai:m1")
+    after = time.monotonic()
+    exc = info.value
+    assert exc.decided_at is not None and before <= exc.decided_at <= after
+    lead = min(gateway.policy.requeue_lead_s, gateway.policy.short_wait_s)
+    assert 15 - lead - 0.1 < exc.delay_s <= 15 - lead
+    assert exc.remaining_s(now=exc.decided_at + 10) == pytest.approx(exc.delay_s - 10)
+    assert openai.calls == []
+
+
+def test_an_in_place_wait_leaves_out_the_time_the_limiter_took_to_answer(setup) -> None:
+    gateway, limiter, openai, _, context, _ = setup
+    answers = iter([(False, 0.4), (True, 0.0)])
+    real = limiter.acquire
+
+    def slow_acquire(lane, **kw):
+        granted, wait = next(answers)
+        if granted:
+            return real(lane, **kw)
+        time.sleep(0.2)  # a slow answer: 0.2 s of the 0.4 s wait are over when it arrives
+        return Admission(False, None, wait, "rpm")
+
+    limiter.acquire = slow_acquire  # type: ignore[method-assign]
+    ctx = context()
+    slept: list[float] = []
+    ctx.sleep = slept.append  # type: ignore[method-assign]
+    ask(ctx)
+    assert len(slept) == 1 and 0.01 <= slept[0] <= 0.2 + 1e-3
+
+
+def test_requeue_delay_keeps_the_lead_within_an_in_place_wait() -> None:
+    policy = GatewayPolicy(short_wait_s=3.0, requeue_lead_s=1.0)
+    assert requeue_delay(20.0, policy) == 19.0
+    assert requeue_delay(3.5, policy) == 2.5  # 1 s left for the in-place wait
+    assert requeue_delay(0.5, policy) == 0.0
+    assert requeue_delay(20.0, GatewayPolicy(short_wait_s=0.5, requeue_lead_s=1.0)) == 19.5
+    # A long wait is a forecast: asked again halfway, then again, until the turn is near.
+    assert requeue_delay(120.0, policy) == 60.0
+    assert requeue_delay(61.0, policy) == 30.5
+    assert requeue_delay(59.0, policy) == 58.0
 
 
 def test_long_pause_falls_back_to_the_next_lane(setup) -> None:

@@ -112,14 +112,16 @@ def test_rpm_allows_a_burst_then_paces_at_the_rate(lim: Limiter, clock: FakeCloc
 
 def test_service_policy_bursts_the_providers_minute_then_runs_at_its_rate(
         make: MakeLimiter, clock: FakeClock) -> None:
-    """What workers run with: the provider's own bucket (a minute of quota, refilled
-    continuously), minus one second in hand; no sliding window to idle the lane after a burst."""
+    """What workers run with: a twin of the provider's own bucket (a minute of quota, refilled
+    continuously); no sliding window to idle the lane after a burst. Granting charges the twin
+    before the provider sees the call, so nothing is held in hand here: the provider has at
+    least what the twin has whenever a call arrives, however late or out of order."""
     lim = make(SERVICE_POLICY)
     lim.configure(LANE, LaneLimits(rpm=60))
     granted = 0
     while ask(lim, f"b{granted}").granted:
         granted += 1
-    assert granted == 59  # 60 s of quota less the second held in hand
+    assert granted == 60  # the provider's whole minute
     waiting = f"b{granted}"  # refused: it waits at the front, and comes back
     for i in range(120):  # then exactly one a second, never faster
         clock.advance(1.0)
@@ -427,6 +429,105 @@ def test_resync_uses_the_providers_refill_rate(lim: Limiter) -> None:
     assert (b.granted, b.reason, b.wait_s) == (False, "rpm", 1.0)
 
 
+def test_a_limit_learned_while_calls_are_in_flight_counts_them(make: MakeLimiter) -> None:
+    """Nothing configured: a lane's first calls go out before any headers. The first answer
+    teaches the limit, but its remaining count was taken when only that call had arrived; a
+    pacer starting full would grant the others' quota a second time (429s, then a cut rate).
+    So a new limit starts net of what the window already granted, and the resync lowers it
+    further if the provider says less."""
+    lim = make(SERVICE_POLICY)
+    for i in range(16):  # unknown limits: all granted
+        assert ask(lim, f"first{i}", inp=1000).granted
+    lim.observe(LANE, RateLimitInfo(limit_requests=30, remaining_requests=29,
+                                    reset_requests_s=2.0, limit_tokens=20_000,
+                                    remaining_tokens=19_000, reset_tokens_s=3.0))
+    granted = 0
+    while ask(lim, f"next{granted}").granted:
+        granted += 1
+    assert granted == 14  # 30 less the 16 in flight; not the 28 the header alone allows
+    lane = "openai:tokens"
+    for i in range(16):
+        assert ask(lim, f"t{i}", inp=1000, lane=lane).granted
+    lim.observe(lane, RateLimitInfo(limit_tokens=20_000, remaining_tokens=19_000,
+                                    reset_tokens_s=3.0))
+    assert [ask(lim, f"u{i}", inp=1000, lane=lane).granted for i in range(5)] == [
+        True, True, True, True, False]  # 20,000 less the 16,000 granted
+
+
+def test_resync_keeps_the_fraction_a_whole_remaining_count_rounds_away(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    """At 30 RPM one request is two seconds of quota: a bucket holding 14.9 that says
+    "remaining 14" would cost most of that at every resync. Its reset says the rest."""
+    lim = make(SERVICE_POLICY)
+    lim.configure(LANE, LaneLimits(rpm=30))  # full: 30 in our twin
+    # 15.1 short of 30, refilled at 0.5/s: full in 30.2 s (what llmock and OpenAI send).
+    lim.observe(LANE, RateLimitInfo(limit_requests=30, remaining_requests=14,
+                                    reset_requests_s=30.2))
+    assert all(ask(lim, f"h{i}").granted for i in range(14))
+    nxt = ask(lim, "h14")
+    # Left: 14.9, less the reset's rounding slack and the margin (0.25 s each, 0.125 request
+    # each), less the 14 granted = 0.65; the 15th waits 0.7 s, not the 2.25 s a whole "14"
+    # would make it wait.
+    assert (nxt.granted, nxt.reason) == (False, "rpm")
+    assert nxt.wait_s == pytest.approx(0.7, abs=0.002)
+
+
+def test_a_reset_never_lifts_the_resync_past_the_next_whole_unit(make: MakeLimiter) -> None:
+    lim = make(SERVICE_POLICY)
+    lim.configure(LANE, LaneLimits(rpm=30))
+    # A reset of 0 with 14 left does not fit a bucket: at most 14.x, never 29.9.
+    lim.observe(LANE, RateLimitInfo(limit_requests=30, remaining_requests=14,
+                                    reset_requests_s=0.0))
+    assert [ask(lim, f"h{i}").granted for i in range(15)] == [True] * 14 + [False]
+
+
+def test_an_inexact_reset_does_not_lift_the_resync(make: MakeLimiter) -> None:
+    """Anthropic's resets are instants to the second on its clock: no fraction is read."""
+    lim = make(SERVICE_POLICY)
+    lim.configure(LANE, LaneLimits(rpm=30))
+    lim.observe(LANE, RateLimitInfo(limit_requests=30, remaining_requests=14,
+                                    reset_requests_s=30.2, resets_exact=False))
+    assert all(ask(lim, f"h{i}").granted for i in range(13))
+    nxt = ask(lim, "h13")  # 14 less the margin (0.125): 0.875 left, 0.25 s to the next
+    assert (nxt.granted, nxt.wait_s) == (False, 0.25)
+
+
+def test_a_quiet_lane_follows_the_provider_up_as_well_as_down(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    """Calls granted in a burst reach the provider in another order than granted, so the
+    resync, assuming it saw none of those granted after ours, may deduct some twice; that
+    would stick (the resync only lowers). An answer with nothing else in flight and nothing
+    granted since the provider counted is the lane's whole state: the level may rise to it."""
+    lim = make(SERVICE_POLICY)
+    lim.configure(LANE, LaneLimits(tpm=20_000))
+    lim.observe(LANE, RateLimitInfo(limit_tokens=20_000, remaining_tokens=2_100,
+                                    reset_tokens_s=53.7))  # as if deducted twice
+    a = ask(lim, "a", inp=900, out=100)
+    b = ask(lim, "b", inp=900, out=100)
+    assert a.granted and b.granted
+    clock.advance(0.2)
+    lim.settle(LANE, a.reservation_id or "", input_tokens=900, output_tokens=100)
+    # b is still in flight: not quiet, so a higher count does not raise the level
+    lim.observe(LANE, RateLimitInfo(limit_tokens=20_000, remaining_tokens=15_000,
+                                    reset_tokens_s=15.0), age_s=0.2)
+    assert not ask(lim, "c", inp=5_000).granted
+    clock.advance(0.1)
+    lim.settle(LANE, b.reservation_id or "", input_tokens=900, output_tokens=100)
+    # a ended after b was sent: b's count may miss a call that reached the provider later
+    lim.observe(LANE, RateLimitInfo(limit_tokens=20_000, remaining_tokens=15_000,
+                                    reset_tokens_s=15.0), age_s=0.2)
+    assert not ask(lim, "c", inp=5_000).granted
+    d = ask(lim, "d", inp=1)  # a call of its own, ending 0.5 s after a: quiet
+    clock.advance(0.5)
+    lim.settle(LANE, d.reservation_id or "", input_tokens=1, output_tokens=0)
+    lim.observe(LANE, RateLimitInfo(limit_tokens=20_000, remaining_tokens=15_000,
+                                    reset_tokens_s=15.0), age_s=0.2)
+    # Up to the count as it was (15,000), less the margin (83): not what refilled since,
+    # which counts the request's travel time too.
+    assert ask(lim, "c", inp=14_000).granted
+    assert not ask(lim, "d", inp=1_000).granted
+
+
 # --------------------------------------------------------------------------- lost state
 
 
@@ -654,5 +755,8 @@ def test_redis_and_in_memory_agree_exactly(redis_client: object, policy: Limiter
             clock.advance(rng.choice([5, 30, 61]))
         both(lambda lim, ids: lim.snapshot(LANE), step)
     # (learned limits persist, so a rate's longer wait usually outranks "concurrency"; the
-    # service policy's minute-long burst rarely runs the input bucket dry)
-    assert reasons >= {"ok", "paused", "rpm", "output_tpm", "tpm", "priority"}
+    # service policy's minute-long burst rarely runs the input or request buckets dry)
+    wanted = {"ok", "paused", "output_tpm", "tpm", "priority"}
+    if policy.burst_s < policy.window_s:
+        wanted.add("rpm")
+    assert reasons >= wanted

@@ -379,3 +379,36 @@ def test_the_retry_decision_survives_a_database_blip(env) -> None:
     store.now = flaky_now
     assert runner.run(job.id).kind == "retry"
     assert store.get(job.id).status is Status.RETRYING and failures == [0]
+
+
+def test_a_quota_wait_runs_from_the_limiters_answer_not_from_the_write() -> None:
+    """The wait a limiter computed started when it answered: the time the handler took to
+    unwind and the outcome to be written is taken off the row's not_before and the countdown
+    the job is sent again with, so it comes back when its turn arrives, not that much later."""
+    import time
+
+    from tidegate.core.errors import RetryLater
+
+    clock, store, service, runner, registry = quota_env()
+
+    @registry.job_type("parked", input_model=Anything, priority="medium")
+    def parked(ctx):
+        raise RetryLater(10, reason="lane full", counts_as_attempt=False,
+                         error_code="waiting_for_quota", decided_at=time.monotonic() - 4)
+
+    job, _ = service.submit(tenant="t", type="parked", input={})
+    out = runner.run(job.id)
+    assert out.kind == "retry" and out.due_at is not None
+    left = (store.get(job.id).not_before - clock.now).total_seconds()
+    assert 5.0 < left <= 6.0  # 10 s from the answer, 4 s of which had passed
+    assert out.countdown_s(now=out.due_at - 1.5) == 1.5
+    assert out.countdown_s(now=out.due_at + 1) == 0.0  # overdue: at once
+    assert store.get(job.id).attempts == 0  # still no attempt spent
+
+
+def test_other_retries_count_their_delay_from_when_they_are_sent(env) -> None:
+    service, runner, store, _, _ = env
+    job, _ = service.submit(tenant="t", type="boom", input={})
+    out = runner.run(job.id)
+    assert out.kind == "retry" and out.due_at is None
+    assert out.countdown_s() == out.delay_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from typing import Any
 
 ECHO_LIMIT = 80
@@ -161,16 +162,32 @@ class RetryLater(Exception):  # noqa: N818
     """Give the worker slot back and run the job again after ``delay_s``.
 
     ``counts_as_attempt`` is False when waiting for provider quota: waiting is not failing.
+    ``decided_at``: when (``time.monotonic()``) the delay was decided, for a delay that runs
+    from then (a quota wait the limiter computed) rather than from when the job is sent again:
+    the time it takes to write the outcome and send the message is then taken off it.
     """
 
     def __init__(self, delay_s: float, *, reason: str, counts_as_attempt: bool = True,
-                 error_code: str = "retry", error_message: str = "") -> None:
+                 error_code: str = "retry", error_message: str = "",
+                 decided_at: float | None = None) -> None:
         super().__init__(reason)
         self.delay_s = delay_s
         self.reason = reason
         self.counts_as_attempt = counts_as_attempt
         self.error_code = error_code
         self.error_message = error_message or reason
+        self.decided_at = decided_at
+
+    def due_at(self) -> float | None:
+        """The monotonic time the job should run again, for a delay with ``decided_at``."""
+        return None if self.decided_at is None else self.decided_at + self.delay_s
+
+    def remaining_s(self, now: float | None = None) -> float:
+        """The delay still to wait at ``now`` (``time.monotonic()`` if None)."""
+        due = self.due_at()
+        if due is None:
+            return self.delay_s
+        return max(0.0, due - (time.monotonic() if now is None else now))
 
 
 class JobFailed(Exception):  # noqa: N818

@@ -45,6 +45,10 @@ class RateLimitInfo:
     limit_output_tokens: int | None = None
     remaining_output_tokens: int | None = None
     retry_after_s: float | None = None
+    # The resets are durations the provider measured (OpenAI's "1.5s"), not instants on its
+    # clock read against ours to the second (Anthropic's RFC 3339): only then do they say
+    # what a whole remaining count rounds away.
+    resets_exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,15 @@ class Outcome:
     delay_s: float = 0.0
     queue: str = ""
     job_type: str = ""
+    # For a delay that runs from when it was decided (a quota wait): when (time.monotonic())
+    # the job is due again, so the send's countdown leaves out the time spent until then.
+    due_at: float | None = None
+
+    def countdown_s(self, now: float | None = None) -> float:
+        """The countdown to send the job again with, at ``now`` (``time.monotonic()``)."""
+        if self.due_at is None:
+            return self.delay_s
+        return max(0.0, self.due_at - (time.monotonic() if now is None else now))
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +322,8 @@ class Runner:
         return Outcome("skipped")
 
     def _retry(self, job: Job, ctx: JobContext[Any], exc: RetryLater) -> Outcome:
-        again = Again(exc.delay_s, exc.error_code, exc.error_message, exc.reason,
+        # A quota wait runs from the limiter's answer: what unwinding the handler took is off.
+        again = Again(exc.remaining_s(), exc.error_code, exc.error_message, exc.reason,
                       counts_as_attempt=exc.counts_as_attempt,
                       progressed=ctx.usage != Usage())  # a provider call was granted
         now = self._through_outage(self.store.now, job.id)
@@ -321,7 +331,11 @@ class Runner:
                           now=now, max_quota_wait_s=self.max_quota_wait_s(job.type))
         written = self._write(job_id=job.id, attempt=ctx.attempt,
                               usage_delta=ctx.take_unflushed_usage(), **decision.finish_args())
-        return self._outcome(written, decision.delay_s, job)
+        outcome = self._outcome(written, decision.delay_s, job)
+        due = exc.due_at()
+        if outcome.kind == "retry" and due is not None:
+            outcome = replace(outcome, due_at=due)
+        return outcome
 
     @staticmethod
     def _outcome(written: Status | None, delay_s: float, job: Job) -> Outcome:

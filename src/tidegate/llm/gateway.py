@@ -63,6 +63,14 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class GatewayPolicy:
     short_wait_s: float = 3.0  # wait for quota in place up to this; longer gives the slot back
+    # A job that gave its slot back is sent again this much before its turn and waits the
+    # rest in place: the way back (countdown, delivery, claim, the handler up to its call)
+    # takes a moment, and a turn missed is quota unused.
+    requeue_lead_s: float = 1.0
+    # A longer wait is a forecast: it counts the needs of the waiters ahead as estimated then
+    # (before the lane's token counts were calibrated, before a resync corrected its level).
+    # The job asks again halfway, so a forecast that proves long costs half its error at most.
+    recheck_over_s: float = 60.0
     fallback_after_s: float = 10.0  # a lane paused longer than this sends calls down the chain
     poll_s: float = 0.2  # how often an in-flight call checks for cancellation
     reservation_slack_s: float = 30.0  # reservation TTL beyond the call's own timeout
@@ -387,6 +395,7 @@ class JobLLM:
                 tried.append(lane)
             limits = gw.ensure_configured(lane)
             est_in = self._calibrated_input(lane, content, raw_in)
+            asked = time.monotonic()  # the wait runs from the limiter's answer
             adm = gw.limiter.acquire(lane, input_tokens=est_in, output_tokens=est_out,
                                      priority=ctx.priority, holder=holder,
                                      ttl_s=timeout_s + gw.policy.reservation_slack_s,
@@ -399,7 +408,7 @@ class JobLLM:
                              lane, adm.wait_s, lanes[index + 1])
                     index += 1
                     continue
-                self._wait_or_yield(lane, adm)
+                self._wait_or_yield(lane, adm, asked)
                 continue
             assert adm.reservation_id is not None
             hold = self._reserve_budget(lane, adm.reservation_id, holder, est_in, est_out,
@@ -527,18 +536,25 @@ class JobLLM:
             gw.limiter.release(lane, rid)
             raise
 
-    def _wait_or_yield(self, lane: str, adm: Admission) -> None:
-        """Sleep a short wait in place; give the worker slot back for a long one."""
+    def _wait_or_yield(self, lane: str, adm: Admission, asked: float) -> None:
+        """Sleep a short wait in place; give the worker slot back for a long one. ``asked``:
+        when (``time.monotonic()``) the limiter was asked; the wait runs from then."""
+        policy = self.gw.policy
+        left = adm.wait_s - (time.monotonic() - asked)
         detail = {"lane": lane, "wait_s": round(adm.wait_s, 3), "reason": adm.reason}
-        if adm.wait_s <= self.gw.policy.short_wait_s:
+        if adm.wait_s <= policy.short_wait_s:
             # Short waits come in bursts under load: one event a second tells the story.
             self.ctx.event("quota_wait", detail, min_interval_s=1.0)
-            self.ctx.sleep(max(0.01, adm.wait_s))
+            self.ctx.sleep(max(0.01, left))
             return
         self.ctx.event("quota_wait", detail)
-        raise RetryLater(adm.wait_s, reason=f"waiting for quota on {lane} ({adm.reason})",
+        # Sent again ahead of the turn; waiting for it is not an attempt, and the limiter
+        # keeps the job's rank (a live waiter) until it is back.
+        raise RetryLater(requeue_delay(adm.wait_s, policy),
+                         reason=f"waiting for quota on {lane} ({adm.reason})",
                          counts_as_attempt=False, error_code="waiting_for_quota",
-                         error_message=f"lane {lane} is at its {adm.reason} limit")
+                         error_message=f"lane {lane} is at its {adm.reason} limit",
+                         decided_at=asked)
 
     def _call_abandonable(self, lane: str, rid: str, fn: Callable[[], T],
                           hold: Hold | None = None) -> tuple[T, float]:
@@ -605,6 +621,16 @@ class JobLLM:
         except Exception:  # best effort: the reservation's TTL frees it anyway
             log.warning("job %s: recording a late call on %s failed", self.ctx.job_id, lane,
                         exc_info=True)
+
+
+def requeue_delay(wait_s: float, policy: GatewayPolicy) -> float:
+    """How long after the limiter's answer a job that gave its slot back is sent again:
+    halfway through a long wait (it asks again), else its wait less the lead, never so early
+    that what is left exceeds an in-place wait."""
+    if wait_s > policy.recheck_over_s:
+        return wait_s / 2
+    lead = min(policy.requeue_lead_s, policy.short_wait_s)
+    return max(0.0, wait_s - lead)
 
 
 def _usage_of(result: Any) -> tuple[int, int]:

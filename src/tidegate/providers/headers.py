@@ -191,6 +191,7 @@ def _anthropic(h: dict[str, str], now: float, retry_after: float | None) -> Rate
         limit_output_tokens=_int(h.get(p + "output-tokens-limit")),
         remaining_output_tokens=_int(h.get(p + "output-tokens-remaining")),
         retry_after_s=retry_after,
+        resets_exact=False,  # instants to the second, on Anthropic's clock
     )
 
 

@@ -190,8 +190,9 @@ def create_worker_app(settings: Settings) -> Celery:
             service = rt.container.service
             job = after
             if job is not None:
-                # If this send fails, the sweep sends it (dispatched_at stays empty).
-                service.dispatch(job, countdown_s=outcome.delay_s)
+                # If this send fails, the sweep sends it (dispatched_at stays empty). A quota
+                # wait counts from the limiter's answer, not from now.
+                service.dispatch(job, countdown_s=outcome.countdown_s())
         return outcome.kind
 
     def _advance_frontier(rt: runtime.Runtime, job: Job, sent_at: object) -> None:

@@ -147,11 +147,12 @@ class RedisLimiter:
         validate_lane(lane)
         age_ms = validate_age(age_s)
         limits, remaining = learned_from(info)
-        self._run("observe", self._keys(lane)[:3], self._window_args()
+        self._run("observe", self._keys(lane)[:4], self._window_args()
                   + [_opt(limits.get(f)) for f in LIMIT_FIELDS[:4]]
                   + [_opt(getattr(remaining.get(b), f, None))
                      for b in _BUCKETS for f in ("remaining", "limit", "reset_ms")]
-                  + [str(age_ms), str(self._p.ms("resync_margin_s"))])
+                  + [str(age_ms), str(self._p.ms("resync_margin_s")),
+                     "1" if info.resets_exact else "0"])
         self._register(lane)
 
     def snapshot(self, lane: str) -> LaneSnapshot:

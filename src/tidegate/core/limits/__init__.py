@@ -39,13 +39,21 @@ Semantics, shared by both implementations (times are whole milliseconds of the l
   provider's refill rate) resync the pacer downwards only: the provider is the truth, and
   others may share its quota. A count that is ``age_s`` old (the provider counted when the
   request arrived, the answer came a call's latency later) is brought up to now first: plus
-  what refilled since, and for tokens minus what this limiter charged for calls granted
-  since. Calls granted just before or after ours may reach the provider in either order; the
-  resync only ever lowers our level, so each dimension assumes what keeps it from lowering it
-  wrongly: requests are never refunded (our count can only lag the provider's, unless others
-  share the quota), so they assume the provider saw every call granted since; tokens may have
-  been refunded at settle for a provider that charged max output at admission, so they assume
-  it saw none of them.
+  what refilled since, and for tokens minus what the provider charges for calls granted
+  since (input as known now, the real count once settled; output as reserved). Calls granted
+  just before or after ours may reach the provider in either order; the resync only ever
+  lowers our level, so each dimension assumes what keeps it from lowering it wrongly:
+  requests are never refunded (our count can only lag the provider's, unless others share
+  the quota), so they assume the provider saw every call granted since; tokens may have been
+  refunded at settle for a provider that charged max output at admission, so they assume it
+  saw none of them. A whole remaining count rounds the bucket down (at 30 RPM one request is
+  two seconds of quota); a per-minute reset tells the fraction, which the resync keeps (never
+  past the next whole unit). A limit first learned while calls are in flight (a lane's first
+  calls, made before any headers) starts its pacer net of what the window already granted.
+  One exception to "only lowers": an answer with nothing else of ours in flight, nothing
+  granted since it was counted and no other call ended since (a "quiet" lane) is the lane's
+  whole state, so the level may rise to that count as it was, less the margin; that gives
+  back what a burst, reaching the provider in another order than granted, deducted twice.
 * Lost state: a store can lose everything (Redis restarted without persistence, a failover to
   an empty replica, FLUSHDB, eviction), while the workers that configured its lanes run on.
   So configured limits carry a stamp (``LaneLimits.stamp``), and callers send their limits

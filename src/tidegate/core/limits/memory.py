@@ -60,6 +60,7 @@ class _Lane:
     fly: dict[str, int] = field(default_factory=dict)  # rid -> expiry ms
     res: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # rid -> (t, in, out)
     waiters: dict[str, _Waiter] = field(default_factory=dict)
+    done: tuple[int, int] = (-1, -1)  # when the last two calls ended (settle or release)
 
     def limit(self, name: str) -> int | None:
         return self.configured.get(name) or self.learned.get(name)
@@ -204,15 +205,31 @@ class InMemoryLimiter:
             ln.learned.update(limits)
             self._reconcile(ln)
             since = self._granted_since(ln, now - age_ms) if age_ms > 0 else None
+            # Nothing of ours in flight and nothing granted since the provider counted: its
+            # count is the lane's whole state, so the level may also rise to it (what calls
+            # granted in a burst, reaching the provider in another order, made us deduct twice
+            # is given back). Only to the count as it was, less the margin: what refilled since
+            # is over-counted by the request's travel time, and unlike a resync downwards
+            # nothing of our own accounting bounds it. And only if no other call ended since
+            # (the last to end is the caller's own): one granted before ours but reaching the
+            # provider after its count may have answered already.
+            quiet = (since is not None and since["n"] == 0 and ln.done[1] <= now - age_ms
+                     and not any(exp > now for exp in ln.fly.values()))
             for dim, name in DIMS:
                 if dim in remaining and dim in ln.levels:
-                    rate = ln.limit(name) * ln.factor / self._window  # type: ignore[operator]
-                    target = resync_target(remaining[dim], rate)
+                    q = ln.limit(name) * ln.factor  # type: ignore[operator]
+                    rate = q / self._window
+                    counted = resync_target(remaining[dim], rate, self._window, margin_ms)
+                    target = counted
                     if since is not None:
                         target = target + rate * age_ms - since[dim]
                     if margin_ms > 0:
                         target = target - rate * margin_ms
-                    ln.levels[dim] = min(ln.levels[dim], target)
+                    lvl = min(ln.levels[dim], target)
+                    if quiet:
+                        lvl = max(lvl, min(q * self._burst / self._window,
+                                           counted - rate * margin_ms))
+                    ln.levels[dim] = lvl
 
     def snapshot(self, lane: str) -> LaneSnapshot:
         validate_lane(lane)
@@ -263,6 +280,7 @@ class InMemoryLimiter:
                     lvl, cap, _rate = levels[dim]
                     ln.levels[dim] = min(cap, lvl - delta)
             del ln.fly[rid], ln.res[rid]
+            ln.done = (now, ln.done[0])
             if success and ln.factor < 1 and now - ln.rec_ms >= self._window:
                 ln.factor = round_factor(min(1.0, ln.factor + self._p.increase))
                 ln.rec_ms = now
@@ -314,7 +332,13 @@ class InMemoryLimiter:
         return out
 
     def _reconcile(self, ln: _Lane) -> None:
-        """After limits or the factor changed: clamp levels to the new capacities."""
+        """After limits or the factor changed: clamp levels to the new capacities. A limit
+        that is new to the lane starts its pacer as if it had charged what the window already
+        granted: calls made while it was unknown (a lane's first calls, before any headers)
+        are still in flight or counted by the provider, and a full bucket would grant them
+        a second time."""
+        used = {"req": ln.win["req"], "inp": ln.win["inp"], "out": ln.win["out"],
+                "tot": ln.win["inp"] + ln.win["out"]}
         for dim, name in DIMS:
             q = ln.limit(name)
             if q is None:
@@ -322,18 +346,20 @@ class InMemoryLimiter:
                 continue
             cap = q * ln.factor * self._burst / self._window
             lvl = ln.levels.get(dim)
-            ln.levels[dim] = cap if lvl is None else min(lvl, cap)
+            ln.levels[dim] = cap - used[dim] if lvl is None else min(lvl, cap)
 
     def _granted_since(self, ln: _Lane, cutoff: int) -> dict[str, int]:
-        """Tokens charged for grants after ``cutoff`` (their estimates, even once settled),
-        which the provider had not counted yet. Requests: none (see ``observe``)."""
+        """Tokens the provider charges for grants after ``cutoff``, which it had not counted
+        yet: input as known now (the real count once settled: an estimate too high would drain
+        the pacer below the provider, as a lane's first, uncalibrated calls did), output as
+        reserved (providers charge the max at admission, a refund at settle is ours only).
+        Requests: none (see ``observe``); ``n``: how many grants."""
         k = bisect.bisect_right(ln.log, (cutoff, "\uffff"))
         inp = out = 0
         for _t, rid in ln.log[k:k + WALK_LIMIT]:
-            a_in, a_out = ln.est[rid]
-            inp += a_in
-            out += a_out
-        return {"req": 0, "inp": inp, "out": out, "tot": inp + out}
+            inp += ln.amt[rid][0]
+            out += ln.est[rid][1]
+        return {"req": 0, "inp": inp, "out": out, "tot": inp + out, "n": len(ln.log) - k}
 
     def _window_wait(self, ln: _Lane, dim: str, need: float, now: int) -> int:
         """Ms until ``need`` units have left the window (a lower bound past WALK_LIMIT)."""

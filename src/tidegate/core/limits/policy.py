@@ -42,14 +42,17 @@ class LimiterPolicy:
 #   burst the provider allows and then runs at exactly its rate, instead of leaving a sixth of
 #   the first minute unused (10 s pacer) or idling after each burst until it leaves the window.
 #   Granting charges the twin before the provider sees the call and both refill alike, so the
-#   twin stays below the provider; remaining counts from the headers correct it when others
-#   share the quota or a refund at settle was not one for the provider;
-# * it holds one second of quota less than the provider, and resyncs to one second below
-#   what the provider says is left, so calls that reach the provider in a slightly different
-#   order or spacing than they were granted never find it short;
+#   twin stays below the provider whatever order or delay calls arrive in (a late call finds
+#   more refilled, not less); remaining counts from the headers correct it when others share
+#   the quota or a refund at settle was not one for the provider;
+# * the resync goes a quarter second of quota below what the provider says is left: the
+#   count is a call's latency old and the time it took the request to reach the provider is
+#   not known, so what refilled since is over-counted by that much. (A whole second held in
+#   the pacer and another in the resync cost two seconds of every lane's quota: 3 % of the
+#   makespan of a minute-long backlog.)
 # * priorities: a waiting low or medium call outranks fresh high ones only after 10 or 5
 #   minutes, so user-facing work cuts a saturated lane's backlog, and nothing starves.
-SERVICE_POLICY = LimiterPolicy(burst_s=59.0, sliding_window=False, resync_margin_s=1.0,
+SERVICE_POLICY = LimiterPolicy(burst_s=60.0, sliding_window=False, resync_margin_s=0.25,
                                aging_s=300.0)
 
 

@@ -16,6 +16,7 @@ class Remaining:
     remaining: int
     limit: int | None = None
     reset_ms: int | None = None  # until the provider's bucket is full again
+    exact: bool = True  # the reset is precise enough to tell a fraction of a unit
 
 
 def learned_from(info: RateLimitInfo) -> tuple[dict[str, int], dict[str, Remaining]]:
@@ -37,7 +38,8 @@ def learned_from(info: RateLimitInfo) -> tuple[dict[str, int], dict[str, Remaini
     remaining = {
         dim: Remaining(max(0, int(rem)), int(lim) if lim is not None and lim > 0 else None,
                        max(0, int(math.ceil(reset * 1000)))
-                       if reset is not None and per_minute_reset(rem, lim, reset) else None)
+                       if reset is not None and per_minute_reset(rem, lim, reset) else None,
+                       info.resets_exact)
         for dim, (rem, lim, reset) in raw.items() if rem is not None}
     return {k: int(v) for k, v in limits.items() if v is not None and v > 0}, remaining
 
@@ -54,15 +56,25 @@ def per_minute_reset(remaining: float, limit: float | None, reset_s: float) -> b
     return reset_s <= 2 * 60.0 * used / limit + 1.0
 
 
-def resync_target(rem: Remaining, rate: float) -> float:
+def resync_target(rem: Remaining, rate: float, window_ms: int = 60_000,
+                  slack_ms: int = 0) -> float:
     """The most our pacer may hold so that, refilling at ``rate`` per ms, it never runs ahead
     of the provider's bucket, which holds ``remaining`` now and refills to ``limit`` in
     ``reset_ms`` (rate (limit - remaining) / reset_ms). For a provider bucket that refills as
     fast as ours this is just ``remaining``; a slower one (shared quota, coarser windows)
-    lowers it further, possibly below zero (a debt we wait out)."""
+    lowers it further, possibly below zero (a debt we wait out).
+
+    ``remaining`` is a whole number, rounded down: up to one unit less than the bucket holds,
+    which at a low rate is seconds of quota (two at 30 RPM) lost at every resync. A per-minute
+    bucket's reset tells the fraction (it holds ``limit - limit * reset / window``), so the
+    target takes it, read with ``reset_ms + slack_ms`` to allow for a reset rounded down; not
+    from an inexact reset (an instant to the second, read against our clock)."""
     target = float(rem.remaining)
     if rem.limit is not None and rem.reset_ms is not None:
         deficit = rate * rem.reset_ms - (rem.limit - rem.remaining)
         if deficit > 0:
             target = rem.remaining - deficit
+        elif rem.exact:
+            held = rem.limit - rem.limit * (rem.reset_ms + slack_ms) / window_ms
+            target = max(target, min(rem.remaining + 1.0, held))
     return target

@@ -173,16 +173,20 @@ local function refill(st, now, window_ms, burst_ms)
   return out
 end
 
--- After limits or the factor changed: clamp levels to the new capacities.
+-- After limits or the factor changed: clamp levels to the new capacities. A limit new to
+-- the lane starts as if it had charged what the window already granted (calls made while it
+-- was unknown are in flight or counted by the provider).
 local function reconcile(st, window_ms, burst_ms)
   local f = num(st, 'f', 1)
+  local w_inp, w_out = num(st, 'w:inp', 0), num(st, 'w:out', 0)
+  local used = {req = num(st, 'w:req', 0), inp = w_inp, out = w_out, tot = w_inp + w_out}
   for _, d in ipairs(DIMS) do
     local q = limit(st, d[2])
     local key = 'p:' .. d[1]
     if q then
       local cap = q * f * burst_ms / window_ms
       local lvl = num(st, key, nil)
-      if lvl == nil then lvl = cap else lvl = math.min(lvl, cap) end
+      if lvl == nil then lvl = cap - used[d[1]] else lvl = math.min(lvl, cap) end
       put(st, key, lvl)
     else
       drop(st, key)

@@ -32,6 +32,9 @@ for _, pair in ipairs({{'inp', din}, {'out', dout}, {'tot', din + dout}}) do
 end
 redis.call('ZREM', K.fly, rid)
 redis.call('HDEL', K.res, rid)
+-- The last two calls to end (observe: the one before its own)
+put(st, 'd2', num(st, 'd1', -1))
+put(st, 'd1', now)
 local f = num(st, 'f', 1)
 if ARGV[5] == '1' and f < 1 and now - num(st, 'rec', 0) >= window_ms then
   put(st, 'f', round_factor(math.min(1, f + tonumber(ARGV[9]))))
