@@ -22,6 +22,7 @@ from .errors import (
     Unavailable,
 )
 from .keys import validate_tenant
+from .limits import MAX_WEIGHT, MIN_WEIGHT
 from .models import NANOS_PER_USD, TenantSettings, utcnow
 from .ports import AccountStore, JobStore
 from .statuses import Priority
@@ -76,8 +77,9 @@ def settings_from_public(name: str, values: dict[str, Any],
                 raise InvalidInput(f"{key}: a number of dollars, 0 or more")
             changes[key.replace("_usd", "_nano_usd")] = round(value * NANOS_PER_USD)
         elif key == "weight":
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise InvalidInput("weight: a positive number")
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not MIN_WEIGHT <= value <= MAX_WEIGHT):
+                raise InvalidInput(f"weight: a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}")
             changes["weight"] = float(value)
         else:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -129,6 +131,15 @@ class TenantGate:
                 self._cache.clear()
             self._cache[tenant] = (found, now)
         return found
+
+    def weight(self, tenant: str) -> float:
+        """The tenant's share of a lane (default 1). A database that cannot be read and was
+        never read for this tenant gives the default: a share is not worth failing a call."""
+        try:
+            s = self.settings(tenant)
+        except Unavailable:
+            return 1.0
+        return 1.0 if s is None or s.weight is None else s.weight
 
     def forget(self, tenant: str) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from ...core import keys as K
 from ...core.errors import InvalidInput, NotFound
+from ...core.limits import MAX_WEIGHT, MIN_WEIGHT
 from ...core.models import ApiKey, TenantSettings, utcnow
 from ...core.tenants import settings_from_public, settings_to_public
 from ..deps import Admin, ContainerDep
@@ -127,8 +128,9 @@ class TenantUpdate(BaseModel):
     monthly_tokens: int | None = Field(default=None, ge=0)
     daily_usd: float | None = Field(default=None, ge=0)
     monthly_usd: float | None = Field(default=None, ge=0)
-    weight: float | None = Field(default=None, gt=0, description="share of a lane against "
-                                 "other tenants (default 1)")
+    weight: float | None = Field(default=None, ge=MIN_WEIGHT, le=MAX_WEIGHT,
+                                 description="share of a lane against other tenants waiting "
+                                 "on it (default 1)")
 
 
 class TenantUsed(BaseModel):
