@@ -39,6 +39,8 @@ def test_tenant_settings_from_and_to_their_public_form() -> None:
     assert settings_to_public(s)["daily_usd"] == 1.25
     assert settings_from_public("acme", {"weight": 2}).weight == 2.0
     for bad in ({"priorities": "urgent"}, {"weight": 0}, {"weight": 1e6}, {"submit_rpm": True},
+                {"monthly_usd": 1.7976931348623157e308}, {"monthly_usd": float("nan")},
+                {"max_running": 2**31}, {"daily_tokens": 2**63},
                 {"max_queued": 1.5}, {"colour": 1}):
         with pytest.raises(InvalidInput):
             settings_from_public("acme", bad)
