@@ -77,7 +77,7 @@ def test_tenant_settings_out_of_range_are_refused_not_a_server_error(api) -> Non
     client, h = api
     for bad in ({"monthly_usd": False}, {"monthly_usd": 1.7976931348623157e308},
                 {"max_running": 2**40}, {"max_running": 2.0}, {"priorities": []},
-                {"weight": 5000}):
+                {"weight": 5000}, {"colour": "blue"}):
         r = client.put("/v1/tenants/acme", json=bad, headers=h)
         assert r.status_code == 422, (bad, r.text)
     assert client.get("/v1/tenants/acme", headers=h).status_code == 404  # nothing was stored

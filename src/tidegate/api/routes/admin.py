@@ -130,8 +130,8 @@ class TenantUpdate(BaseModel):
     """Only the fields sent change; a field sent as null removes that limit. The bounds are
     core.tenants' (what the database holds)."""
 
-    # Strict: `false` is not 0, `2.0` is not a count.
-    model_config = ConfigDict(strict=True)
+    # Strict: `false` is not 0, `2.0` is not a count; an unknown field is refused, not ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
     submit_rpm: int | None = Field(default=None, ge=0, le=MAX_COUNT,
                                    description="submissions per minute")
     max_queued: int | None = Field(default=None, ge=0, le=MAX_COUNT,
