@@ -4,9 +4,9 @@ together in CI)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ..core.keys import KEY_PREFIX, TENANT_PATTERN
 
@@ -23,3 +23,15 @@ EVENT_ID_REGEX = r"^[0-9]{1,18}$"
 NO_NUL_REGEX = "^[^\\x00]*$"
 # A webhook URL: https:// (http:// in dev), checked further when it is registered.
 WEBHOOK_URL_REGEX = "^[hH][tT][tT][pP][sS]?://[^\\s]+$"
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
+# A whole number as JSON Schema has it (919 and 919.0 alike), never `true`/`false`.
+WholeNumber = Annotated[int, BeforeValidator(_not_a_bool)]
+# A number, never `true`/`false` (which pydantic would otherwise read as 1 and 0).
+Number = Annotated[float, Field(strict=True)]

@@ -21,7 +21,14 @@ from ...core.tenants import (
     settings_to_public,
 )
 from ..deps import Admin, ContainerDep
-from ..params import KEY_REF_DESCRIPTION, KEY_REF_REGEX, TENANT_REGEX, TenantName
+from ..params import (
+    KEY_REF_DESCRIPTION,
+    KEY_REF_REGEX,
+    TENANT_REGEX,
+    Number,
+    TenantName,
+    WholeNumber,
+)
 from ..schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 
 router = APIRouter(tags=["admin"], responses=AUTH_ERRORS)
@@ -130,25 +137,25 @@ class TenantUpdate(BaseModel):
     """Only the fields sent change; a field sent as null removes that limit. The bounds are
     core.tenants' (what the database holds)."""
 
-    # Strict: `false` is not 0, `2.0` is not a count; an unknown field is refused, not ignored.
-    model_config = ConfigDict(strict=True, extra="forbid")
-    submit_rpm: int | None = Field(default=None, ge=0, le=MAX_COUNT,
-                                   description="submissions per minute")
-    max_queued: int | None = Field(default=None, ge=0, le=MAX_COUNT,
-                                   description="jobs waiting at once")
-    max_running: int | None = Field(default=None, ge=0, le=MAX_COUNT,
-                                    description="jobs running at once")
-    max_streams: int | None = Field(default=None, ge=0, le=MAX_COUNT,
-                                    description="open event streams")
+    # An unknown field is refused, not ignored; `false` is no number.
+    model_config = ConfigDict(extra="forbid")
+    submit_rpm: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                       description="submissions per minute")
+    max_queued: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                       description="jobs waiting at once")
+    max_running: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                        description="jobs running at once")
+    max_streams: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                        description="open event streams")
     priorities: list[Literal["high", "medium", "low"]] | None = Field(
         default=None, min_length=1, description="allowed priorities; none: all")
-    daily_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
-    monthly_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
-    daily_usd: float | None = Field(default=None, ge=0, le=MAX_USD)
-    monthly_usd: float | None = Field(default=None, ge=0, le=MAX_USD)
-    weight: float | None = Field(default=None, ge=MIN_WEIGHT, le=MAX_WEIGHT,
-                                 description="share of a lane against other tenants waiting "
-                                 "on it (default 1)")
+    daily_tokens: WholeNumber | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    monthly_tokens: WholeNumber | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    daily_usd: Number | None = Field(default=None, ge=0, le=MAX_USD)
+    monthly_usd: Number | None = Field(default=None, ge=0, le=MAX_USD)
+    weight: Number | None = Field(default=None, ge=MIN_WEIGHT, le=MAX_WEIGHT,
+                                  description="share of a lane against other tenants "
+                                  "waiting on it (default 1)")
 
 
 class TenantUsed(BaseModel):
