@@ -29,7 +29,7 @@ from .statuses import Priority
 
 # Upper bounds within what the database holds (counts in 32 bits, tokens and nano-dollars in
 # 64) and exact as JSON numbers (doubles), whoever parses them.
-MAX_COUNT = 2**31 - 1
+MAX_COUNT = 10**9  # below 2**31, and far from where a float of it rounds
 MAX_TOKENS = 10**15
 MAX_USD = 1e9  # a period's dollars: times 1e9 nano-dollars, still within 64 bits
 _COUNTS = ("submit_rpm", "max_queued", "max_running", "max_streams")
