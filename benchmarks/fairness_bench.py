@@ -1,12 +1,13 @@
 """Fair shares of a lane: tenant B's latency with and without tenant A's backlog.
 
 Tenant A submits ``--backlog`` chats (default 300), then tenant B submits ``--probes`` (10), on
-one lane of the provider simulator with a quota (``--rpm``). Printed: B's p50/max time from
-submit to finish, alone and behind A's backlog, and where A's backlog stood when B finished.
-The stack is quota_bench's (API, two workers, scheduler, PostgreSQL, the simulator).
+one lane of the provider simulator with a quota (``--rpm``, default 120: after its first
+minute's burst the lane, not the workers, is what A's backlog waits for). Printed: B's p50/max
+time from submit to finish, alone and behind A's backlog, and where A's backlog stood when B
+finished. The stack is quota_bench's (API, two workers, scheduler, PostgreSQL, the simulator).
 
     TIDEGATE_BENCH_REDIS_URL=redis://127.0.0.1:6379/11 \\
-        .venv/bin/python -m benchmarks.fairness_bench [--backlog 300] [--probes 10] [--rpm 600]
+        .venv/bin/python -m benchmarks.fairness_bench [--backlog 300] [--probes 10] [--rpm 120]
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--backlog", type=int, default=300)
     p.add_argument("--probes", type=int, default=10)
-    p.add_argument("--rpm", type=int, default=600)
+    p.add_argument("--rpm", type=int, default=120)
     args = p.parse_args()
     qb.REDIS_URL = os.environ.get("TIDEGATE_BENCH_REDIS_URL", qb.REDIS_URL)
     tmp = Path(tempfile.mkdtemp(prefix="tidegate-fair-"))

@@ -84,6 +84,22 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the shared test Redis; its keys go afterwards."""
+    import uuid
+
+    import redis
+
+    need(REDIS_URL, 6379, "Redis")
+    p = f"tg:test:{uuid.uuid4().hex[:12]}:"
+    yield p
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=p + "*", count=1000):
+        client.delete(key)
+    client.close()
+
+
 def _purge(url: str) -> None:
     from kombu import Connection
 

@@ -9,14 +9,12 @@ import multiprocessing
 import os
 import random
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from tests.services import REDIS_URL, need
+from tests.services import REDIS_URL
 from tidegate.adapters.limiter import RedisLimiter
 from tidegate.core.limits import LaneLimits, LimiterPolicy
 
@@ -25,14 +23,8 @@ PROCESSES = 4
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    need(REDIS_URL, 6379, "Redis")
-    p = f"tg:test:{uuid.uuid4().hex[:12]}:"
-    yield p
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=p + "*", count=1000):
-        client.delete(key)
-    client.close()
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 def _limiter(prefix: str, **policy: Any) -> tuple[redis.Redis, RedisLimiter]:

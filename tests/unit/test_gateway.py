@@ -297,3 +297,26 @@ def test_a_model_the_operator_did_not_allow_fails_at_once(setup) -> None:
         ask(context(), model="openai:made-up")
     assert info.value.code == "invalid_model" and "not allowed" in info.value.message
     assert openai.calls == []
+
+
+def test_every_call_asks_the_limiter_as_its_tenant_with_its_weight(setup) -> None:
+    gateway, limiter, _, _, context, _ = setup
+    seen: list[tuple[object, object]] = []
+    acquire = limiter.acquire
+
+    def recording(lane, **kw):  # type: ignore[no-untyped-def]
+        seen.append((kw["tenant"], kw["weight"]))
+        return acquire(lane, **kw)
+
+    limiter.acquire = recording  # type: ignore[method-assign]
+    gateway.weights = {"t": 3.0}.__getitem__
+    ask(context())
+    gateway.weights = lambda tenant: 1e9  # out of range: clamped to what the limiter takes
+    ask(context())
+
+    def unreadable(tenant: str) -> float:
+        raise RuntimeError("settings unavailable")
+
+    gateway.weights = unreadable  # a share is not worth failing the call
+    ask(context())
+    assert seen == [("t", 3.0), ("t", 1000.0), ("t", 1.0)]

@@ -8,7 +8,7 @@ import pytest
 
 from tidegate.core.errors import InvalidInput, public_summary
 from tidegate.core.keys import Scope, allows, parse_duration
-from tidegate.core.tenants import settings_from_public, settings_to_public
+from tidegate.core.tenants import TenantGate, settings_from_public, settings_to_public
 
 
 def test_scopes_nest() -> None:
@@ -37,12 +37,35 @@ def test_tenant_settings_from_and_to_their_public_form() -> None:
     cleared = settings_from_public("acme", {"daily_usd": None}, s)
     assert cleared.daily_nano_usd is None and cleared.max_running == 2
     assert settings_to_public(s)["daily_usd"] == 1.25
-    for bad in ({"priorities": "urgent"}, {"weight": 0}, {"submit_rpm": True},
+    assert settings_from_public("acme", {"weight": 2}).weight == 2.0
+    for bad in ({"priorities": "urgent"}, {"weight": 0}, {"weight": 1e6}, {"submit_rpm": True},
+                {"monthly_usd": 1.7976931348623157e308}, {"monthly_usd": float("nan")},
+                {"max_running": 2**31}, {"daily_tokens": 2**63},
                 {"max_queued": 1.5}, {"colour": 1}):
         with pytest.raises(InvalidInput):
             settings_from_public("acme", bad)
     with pytest.raises(InvalidInput):
         settings_from_public("Not A Tenant", {})
+
+
+def test_a_tenants_weight_defaults_to_one_and_survives_a_database_blink() -> None:
+    from tidegate.core.errors import Unavailable
+    from tidegate.core.memory import InMemoryJobStore
+
+    store = InMemoryJobStore()
+    gate = TenantGate(store, cache_s=0)
+    assert gate.weight("acme") == 1.0  # no settings
+    store.put_tenant(settings_from_public("acme", {"max_queued": 5}))
+    assert gate.weight("acme") == 1.0  # settings without a weight
+    store.put_tenant(settings_from_public("acme", {"weight": 3}))
+    assert gate.weight("acme") == 3.0
+
+    def down(name: str) -> None:
+        raise Unavailable("database down")
+
+    store.get_tenant = down  # type: ignore[method-assign,assignment]
+    assert gate.weight("acme") == 3.0  # the last settings read still hold
+    assert gate.weight("never-read") == 1.0
 
 
 def test_error_summaries_keep_the_class_and_drop_where_things_are() -> None:

@@ -91,9 +91,10 @@ def lim(make: MakeLimiter) -> Limiter:
 
 
 def ask(lim: Limiter, holder: str, inp: int = 0, out: int = 0, priority: str = "medium",
-        ttl_s: float = 300.0, lane: str = LANE, limits: LaneLimits | None = None) -> Admission:
+        ttl_s: float = 300.0, lane: str = LANE, limits: LaneLimits | None = None,
+        tenant: str = "", weight: float = 1.0) -> Admission:
     return lim.acquire(lane, input_tokens=inp, output_tokens=out, priority=priority,  # type: ignore[arg-type]
-                       holder=holder, ttl_s=ttl_s, limits=limits)
+                       holder=holder, ttl_s=ttl_s, limits=limits, tenant=tenant, weight=weight)
 
 
 # --------------------------------------------------------------------------- rates
@@ -381,6 +382,83 @@ def test_same_priority_is_first_come_first_served(lim: Limiter, clock: FakeClock
     assert [ask(lim, n).granted for n in ("w3", "w2", "w1")] == [False, False, True]
 
 
+# --------------------------------------------------------------------------- fair shares
+
+
+Call = tuple[str, str, str, float]  # holder, tenant, priority, weight
+
+
+def register(lim: Limiter, clock: FakeClock, calls: list[Call], gap_s: float = 0.0) -> None:
+    """Each call asks once (and is refused: the lane is saturated), ``gap_s`` apart."""
+    for holder, tenant, prio, weight in calls:
+        assert not ask(lim, holder, priority=prio, tenant=tenant, weight=weight).granted
+        clock.advance(gap_s)
+
+
+def serve(lim: Limiter, clock: FakeClock, calls: list[Call], n: int) -> list[str]:
+    """Every second (one request of quota) every pending call asks again, in the order given;
+    returns the first ``n`` holders granted, in grant order."""
+    order: list[str] = []
+    pending = list(calls)
+    while len(order) < n:
+        clock.advance(1)
+        for call in list(pending):
+            holder, tenant, prio, weight = call
+            a = ask(lim, holder, priority=prio, tenant=tenant, weight=weight)
+            if a.granted:
+                order.append(holder)
+                pending.remove(call)
+                lim.settle(LANE, a.reservation_id or "", input_tokens=0, output_tokens=0)
+    return order
+
+
+def saturate(lim: Limiter) -> None:
+    lim.configure(LANE, LaneLimits(rpm=60))  # 10 at once, then one a second
+    for i in range(10):  # spare capacity used without waiting: no tenant's debt
+        assert ask(lim, f"burst{i}", tenant="a").granted
+
+
+def test_a_tenants_backlog_does_not_delay_anothers_first_calls(
+        lim: Limiter, clock: FakeClock) -> None:
+    saturate(lim)
+    a = [(f"a{i}", "a", "medium", 1.0) for i in range(20)]
+    b = [(f"b{i}", "b", "medium", 1.0) for i in range(5)]
+    register(lim, clock, a)
+    clock.advance(0.5)  # B comes after all of A's backlog
+    register(lim, clock, b)
+    # asked with A's calls first every time: the ranks, not the asking order, decide
+    assert serve(lim, clock, a + b, 12) == [
+        "a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4", "a5", "a6"]
+
+
+def test_weights_share_the_lane_in_proportion(lim: Limiter, clock: FakeClock) -> None:
+    saturate(lim)
+    heavy = [(f"h{i}", "heavy", "medium", 2.0) for i in range(12)]
+    light = [(f"l{i}", "light", "medium", 1.0) for i in range(12)]
+    register(lim, clock, heavy + light)
+    first = serve(lim, clock, heavy + light, 9)
+    assert sum(h.startswith("h") for h in first) == 6, first
+
+
+def test_priority_still_comes_first_across_tenants_and_within_one(
+        lim: Limiter, clock: FakeClock) -> None:
+    saturate(lim)
+    backlog = [(f"a{i}", "a", "medium", 1.0) for i in range(10)]
+    register(lim, clock, backlog)
+    clock.advance(0.5)  # half a request of quota: still saturated
+    # another tenant's high call, then one of the backlogged tenant's own
+    highs = [("b-high", "b", "high", 1.0), ("a-high", "a", "high", 1.0)]
+    register(lim, clock, highs, gap_s=0.1)
+    assert serve(lim, clock, backlog + highs, 4) == ["b-high", "a-high", "a0", "a1"]
+
+
+def test_a_tenant_alone_keeps_first_come_first_served(lim: Limiter, clock: FakeClock) -> None:
+    saturate(lim)
+    calls = [(f"a{i}", "a", "medium", 3.0) for i in range(6)]
+    register(lim, clock, calls, gap_s=0.01)
+    assert serve(lim, clock, list(reversed(calls)), 6) == [c[0] for c in calls]
+
+
 # --------------------------------------------------------------------------- provider headers
 
 
@@ -621,7 +699,8 @@ def test_usage_leaves_the_window(lim: Limiter, clock: FakeClock) -> None:
 
 @pytest.mark.parametrize("bad", [
     {"priority": "urgent"}, {"inp": -1}, {"holder": ""}, {"lane": "a{b}"},
-    {"lane": ""}, {"ttl_s": 0},
+    {"lane": ""}, {"ttl_s": 0}, {"weight": 0}, {"weight": float("nan")}, {"weight": True},
+    {"tenant": "t" * 201},
 ])
 def test_invalid_arguments_are_refused(lim: Limiter, bad: dict[str, object]) -> None:
     args: dict[str, object] = {"holder": "h"} | bad
@@ -720,7 +799,10 @@ def test_redis_and_in_memory_agree_exactly(redis_client: object, policy: Limiter
         op = rng.random()
         clock.advance(rng.choice([0, 0, 0.05, 0.3, 1.7]))
         if op < 0.6:
-            kw = {"holder": f"h{rng.randint(0, 25)}", "inp": rng.randint(0, 900),
+            n = rng.randint(0, 25)
+            kw = {"holder": f"h{n}", "inp": rng.randint(0, 900),
+                  # three tenants of weights 1, 2 and 0.5 share the lane
+                  "tenant": ("", "b", "c")[n % 3], "weight": (1.0, 2.0, 0.5)[n % 3],
                   "out": rng.randint(0, 700), "priority": rng.choice(["high", "medium", "low"]),
                   "ttl_s": rng.choice([2, 20]),
                   # as workers do; now and then another worker's limits (re-seeds the lane)

@@ -21,7 +21,7 @@ from ..core.batches import Batches
 from ..core.errors import ConfigurationError
 from ..core.outbox import SendOutbox
 from ..wiring import Container, build_container
-from . import errors
+from . import errors, openapi
 from .body_limit import BodyLimitMiddleware
 from .deps import storable_body
 from .event_hub import EventHub
@@ -162,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(openai_compat.router)
     dashboard.install(app)
+    openapi.install(app, job_types=container.registry.names(),
+                    bodies=[openai_compat.ChatCompletionRequest, openai_compat.EmbeddingRequest])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware)  # outermost: counts the 413s too
     return app

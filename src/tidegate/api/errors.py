@@ -10,11 +10,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..core import errors as E
 from . import openai_errors
 
 log = logging.getLogger(__name__)
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 
 STATUS_FOR: list[tuple[type[E.TidegateError], int]] = [
     (E.NotFound, 404),
@@ -44,6 +47,16 @@ def status_for(exc: E.TidegateError) -> int:
         if isinstance(exc, cls):
             return status
     return 400
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's 405 names only the first
+    route that matched the path, though several (GET and DELETE /v1/jobs/{id}) may share it.
+    Asked of the routes themselves (each method in turn), whatever routers they sit in."""
+    routes = request.app.router.routes
+    allowed = [m for m in _METHODS if any(
+        route.matches({**request.scope, "method": m})[0] is Match.FULL for route in routes)]
+    return ", ".join(allowed)
 
 
 def install(app: FastAPI) -> None:
@@ -81,10 +94,13 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid_request", f"{where}: {msg}{more}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
                 413: "body_too_large"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

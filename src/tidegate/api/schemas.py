@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.models import Job
 from ..core.statuses import CELERY_STATES
+from .params import NO_NUL_REGEX, WEBHOOK_URL_REGEX
 
 
 class WebhookSpec(BaseModel):
-    url: str = Field(max_length=2000, description="https:// (http:// too in dev); it must "
-                     "resolve to a public address")
+    url: str = Field(max_length=2000, pattern=WEBHOOK_URL_REGEX, description="https:// "
+                     "(http:// too in dev); it must resolve to a public address")
     events: list[str] | None = Field(default=None, max_length=20, description="event kinds "
                                      "to send, or `[\"*\"]` for all; default: succeeded, "
                                      "failed, cancelled")
@@ -205,8 +206,8 @@ class JobEventPublic(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    startup: str = Field(min_length=1, max_length=500)
-    focus: str | None = Field(default=None, max_length=2000)
+    startup: str = Field(min_length=1, max_length=500, pattern=NO_NUL_REGEX)
+    focus: str | None = Field(default=None, max_length=2000, pattern=NO_NUL_REGEX)
 
 
 class GenerateAccepted(BaseModel):

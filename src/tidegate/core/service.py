@@ -203,6 +203,8 @@ class JobService:
                                    + ", ".join(s.value for s in Status)) from None
         if type is not None and text_problem(type):
             raise InvalidRequest(f"type: string {text_problem(type)}")
+        if type is not None:
+            self.registry.get(type)  # a filter names a job type: an unknown one is a mistake
         if not 1 <= limit <= 500:
             raise InvalidInput("limit must be between 1 and 500")
         after = decode_cursor(cursor, self._cursor_key) if cursor is not None else None

@@ -22,9 +22,17 @@ from .errors import (
     Unavailable,
 )
 from .keys import validate_tenant
+from .limits import MAX_WEIGHT, MIN_WEIGHT
 from .models import NANOS_PER_USD, TenantSettings, utcnow
 from .ports import AccountStore, JobStore
 from .statuses import Priority
+
+# Upper bounds within what the database holds (counts in 32 bits, tokens and nano-dollars in
+# 64) and exact as JSON numbers (doubles), whoever parses them.
+MAX_COUNT = 10**9  # below 2**31, and far from where a float of it rounds
+MAX_TOKENS = 10**15
+MAX_USD = 1e9  # a period's dollars: times 1e9 nano-dollars, still within 64 bits
+_COUNTS = ("submit_rpm", "max_queued", "max_running", "max_streams")
 
 # What `tidegate tenants set` and PUT /v1/tenants/{name} accept, and their unit conversion.
 PUBLIC_FIELDS = ("submit_rpm", "max_queued", "max_running", "max_streams", "priorities",
@@ -72,16 +80,19 @@ def settings_from_public(name: str, values: dict[str, Any],
                 raise InvalidInput("priorities: give one or more of high, medium, low")
             changes["priorities"] = tuple(dict.fromkeys(items))
         elif key in ("daily_usd", "monthly_usd"):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise InvalidInput(f"{key}: a number of dollars, 0 or more")
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not 0 <= value <= MAX_USD):
+                raise InvalidInput(f"{key}: a number of dollars, from 0 to {MAX_USD:g}")
             changes[key.replace("_usd", "_nano_usd")] = round(value * NANOS_PER_USD)
         elif key == "weight":
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise InvalidInput("weight: a positive number")
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not MIN_WEIGHT <= value <= MAX_WEIGHT):
+                raise InvalidInput(f"weight: a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}")
             changes["weight"] = float(value)
         else:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInput(f"{key}: a whole number, 0 or more")
+            top = MAX_COUNT if key in _COUNTS else MAX_TOKENS
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise InvalidInput(f"{key}: a whole number from 0 to {top}")
             changes[key] = value
     return replace(out, **changes, updated_at=utcnow())
 
@@ -130,6 +141,15 @@ class TenantGate:
             self._cache[tenant] = (found, now)
         return found
 
+    def weight(self, tenant: str) -> float:
+        """The tenant's share of a lane (default 1). A database that cannot be read and was
+        never read for this tenant gives the default: a share is not worth failing a call."""
+        try:
+            s = self.settings(tenant)
+        except Unavailable:
+            return 1.0
+        return 1.0 if s is None or s.weight is None else s.weight
+
     def forget(self, tenant: str) -> None:
         with self._lock:
             self._cache.pop(tenant, None)
@@ -171,5 +191,6 @@ def budget_exceeded(tenant: str, left: list[Any], resets_at: datetime,
                                    "resets_at": resets_at.isoformat()})
 
 
-__all__ = ["Estimate", "SubmitRate", "TenantGate", "periods", "settings_from_public",
+__all__ = ["MAX_COUNT", "MAX_TOKENS", "MAX_USD", "Estimate", "SubmitRate", "TenantGate", "periods",
+           "settings_from_public",
            "settings_to_public", "budget_exceeded"]

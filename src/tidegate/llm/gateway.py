@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from ..core.backoff import DEFAULT_BASE_S, DEFAULT_CAP_S, full_jitter
 from ..core.context import JobContext
 from ..core.errors import JobCancelled, JobFailed, LeaseLost, RetryLater, WorkerStopping
-from ..core.limits import Admission, LaneLimits, Limiter
+from ..core.limits import MAX_WEIGHT, MIN_WEIGHT, Admission, LaneLimits, Limiter
 from ..core.limits import calibration as cal
 from ..core.llm import (
     EmbeddingResponse,
@@ -132,10 +132,13 @@ class LLMGateway:
                  policy: GatewayPolicy | None = None, max_parallel_calls: int = 64,
                  spending: Spending | None = None,
                  calibration: cal.Calibrator | None = None,
-                 answers: AnswerStore | None = None) -> None:
+                 answers: AnswerStore | None = None,
+                 weights: Callable[[str], float] | None = None) -> None:
         self.providers = providers
         # Where identical calls share answers (llm/reuse.py); None: never shared.
         self.answers = answers
+        # Each tenant's share of a lane against the others waiting on it; None: all equal.
+        self.weights = weights
         # Per-lane learned token ratios; None: reserve the raw chars/4 estimate (unit tests).
         self.calibration = calibration
         # Tenant budgets and persisted usage; None: neither (unit tests, experiments).
@@ -174,6 +177,17 @@ class LLMGateway:
                 self.limiter.configure(lane, limits)
                 self._configured[lane] = limits
             return self._configured[lane]
+
+    def weight_of(self, tenant: str) -> float:
+        """The tenant's fair-share weight, clamped to what the limiter accepts."""
+        if self.weights is None:
+            return 1.0
+        try:
+            w = float(self.weights(tenant))
+        except Exception:  # a share is not worth failing the call
+            log.warning("weight of tenant %s unavailable; using 1", tenant, exc_info=True)
+            return 1.0
+        return min(MAX_WEIGHT, max(MIN_WEIGHT, w)) if w == w else 1.0
 
     def usage_of(self, lane: str, input_tokens: int, output_tokens: int, *,
                  cache_read: int = 0, cache_write: int = 0) -> Usage:
@@ -399,7 +413,8 @@ class JobLLM:
             adm = gw.limiter.acquire(lane, input_tokens=est_in, output_tokens=est_out,
                                      priority=ctx.priority, holder=holder,
                                      ttl_s=timeout_s + gw.policy.reservation_slack_s,
-                                     limits=limits)
+                                     limits=limits, tenant=ctx.tenant,
+                                     weight=gw.weight_of(ctx.tenant))
             if not adm.granted:
                 metrics.quota_waits.labels(lane=lane, reason=adm.reason).inc()
                 if (adm.reason == "paused" and adm.wait_s > gw.policy.fallback_after_s

@@ -128,7 +128,8 @@ def build_services(container: Container) -> dict[str, object]:
     providers = build_providers(os.environ, simulator_url=settings.simulator_url)
     gateway = LLMGateway(providers, RedisLimiter(state, policy=SERVICE_POLICY), config,
                          policy=gateway_policy(settings), spending=container.spending,
-                         calibration=RedisCalibrator(state), answers=RedisAnswers(state))
+                         calibration=RedisCalibrator(state), answers=RedisAnswers(state),
+                         weights=container.tenant_gate.weight)
     return {"settings": settings, "redis": state, "llm": gateway}
 
 

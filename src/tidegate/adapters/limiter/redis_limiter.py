@@ -25,6 +25,8 @@ lane's keys share a slot and every script touches one slot only):
 ``P{lane}:wdl``     ZSET    live waiter -> deadline ms (wait_s + grace after its last refusal)
 ``P{lane}:wm``      HASH    waiter -> "rank priority input output" (live and dormant)
 ``P{lane}:wx``      ZSET    dormant waiter -> ms when its rank is forgotten
+``P{lane}:ft``      ZSET    flow ``priority:tenant`` -> its virtual finish ms (fair shares),
+                            dropped once behind now; the lane's virtual time is ``vt`` in ``h``
 ==================  ======  ==================================================================
 
 Only ``h`` and ``lanes`` persist (configuration and learned limits); everything else empties
@@ -58,13 +60,14 @@ from tidegate.core.limits import (
     validate_acquire,
     validate_age,
     validate_lane,
+    validate_share,
     validate_usage,
 )
 from tidegate.core.llm import RateLimitInfo
 
 _LUA = Path(__file__).with_name("lua")
 _SCRIPTS = ("acquire", "settle", "rate_limited", "observe", "configure", "snapshot")
-_LANE_KEYS = ("h", "log", "amt", "fly", "res", "wq", "wdl", "wm", "wx")
+_LANE_KEYS = ("h", "log", "amt", "fly", "res", "wq", "wdl", "wm", "wx", "ft")
 _BUCKETS = tuple(bucket for bucket, _field in DIMS)
 
 
@@ -108,9 +111,11 @@ class RedisLimiter:
 
     def acquire(self, lane: str, *, input_tokens: int, output_tokens: int,
                 priority: Priority = "medium", holder: str, ttl_s: float = 300.0,
-                limits: LaneLimits | None = None) -> Admission:
+                limits: LaneLimits | None = None, tenant: str = "",
+                weight: float = 1.0) -> Admission:
         validate_lane(lane)
         ttl_ms = validate_acquire(input_tokens, output_tokens, priority, holder, ttl_s)
+        validate_share(tenant, weight)
         self._register(lane)
         p = self._p
         seed = [""] * 6 if limits is None else _limit_args(limits) + [limits.stamp()]
@@ -118,7 +123,8 @@ class RedisLimiter:
             self._now_arg(), uuid.uuid4().hex, holder, priority, str(input_tokens),
             str(output_tokens), str(ttl_ms), str(p.ms("window_s")), str(p.ms("burst_s")),
             str(p.ms("aging_s")), str(p.ms("waiter_grace_s")), str(p.ms("waiter_memory_s")),
-            str(p.ms("concurrency_poll_s")), "1" if p.sliding_window else "0", *seed])
+            str(p.ms("concurrency_poll_s")), "1" if p.sliding_window else "0", *seed,
+            tenant, repr(float(weight))])
         if int(reseeded):  # the lanes set may have gone with the rest
             self._r.sadd(self._prefix + "lanes", lane)
         if int(granted):

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...core import keys as K
 from ...core.errors import InvalidInput, NotFound
+from ...core.limits import MAX_WEIGHT, MIN_WEIGHT
 from ...core.models import ApiKey, TenantSettings, utcnow
-from ...core.tenants import settings_from_public, settings_to_public
+from ...core.tenants import (
+    MAX_COUNT,
+    MAX_TOKENS,
+    MAX_USD,
+    settings_from_public,
+    settings_to_public,
+)
 from ..deps import Admin, ContainerDep
+from ..params import (
+    KEY_REF_DESCRIPTION,
+    KEY_REF_REGEX,
+    TENANT_REGEX,
+    Number,
+    TenantName,
+    WholeNumber,
+)
 from ..schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 
 router = APIRouter(tags=["admin"], responses=AUTH_ERRORS)
+
+KeyRef = Annotated[str, Path(pattern=KEY_REF_REGEX, description=KEY_REF_DESCRIPTION)]
+TenantPath = Annotated[str, Path(pattern=TENANT_REGEX, description="the tenant's name")]
 
 _KEY_ERRORS = error_responses(**{"404": "no key with this prefix or id",
                                  "422": "invalid request, or the prefix names several keys"})
 
 
 class KeyCreate(BaseModel):
-    tenant: str = Field(min_length=1, max_length=63)
+    tenant: TenantName
     scope: Literal["admin", "submit", "read"] = "submit"
     name: str = Field(default="", max_length=100)
     expires_in: str | None = Field(default=None, max_length=20,
@@ -71,7 +89,8 @@ class KeyRotated(BaseModel):
 
 
 @router.get("/v1/keys", response_model=list[KeyPublic])
-def list_keys(container: ContainerDep, _: Admin, tenant: str | None = None) -> list[KeyPublic]:
+def list_keys(container: ContainerDep, _: Admin,
+              tenant: Annotated[TenantName | None, Query()] = None) -> list[KeyPublic]:
     """Every API key (or one tenant's): scope, expiry, state and last use, never the key."""
     return [KeyPublic.of(k) for k in container.store.list_keys(tenant=tenant)]
 
@@ -93,7 +112,7 @@ def create_key(body: KeyCreate, container: ContainerDep, _: Admin) -> KeyCreated
 
 
 @router.post("/v1/keys/{ref}/revoke", response_model=KeyPublic, responses=_KEY_ERRORS)
-def revoke_key(ref: str, container: ContainerDep, _: Admin) -> KeyPublic:
+def revoke_key(ref: KeyRef, container: ContainerDep, _: Admin) -> KeyPublic:
     """Revoke a key (by prefix or id): every API process refuses it within a second."""
     record = K.revoke(container.store, ref)
     container.keys.changed()  # type: ignore[attr-defined]
@@ -102,7 +121,7 @@ def revoke_key(ref: str, container: ContainerDep, _: Admin) -> KeyPublic:
 
 @router.post("/v1/keys/{ref}/rotate", response_model=KeyRotated,
              responses={**_KEY_ERRORS, **BODY_ERRORS})
-def rotate_key(ref: str, container: ContainerDep, _: Admin,
+def rotate_key(ref: KeyRef, container: ContainerDep, _: Admin,
                body: KeyRotate | None = None) -> KeyRotated:
     """A new key with the same tenant, scope and name; the old one stays valid for the
     grace period (default 24 h), then is refused."""
@@ -115,20 +134,28 @@ def rotate_key(ref: str, container: ContainerDep, _: Admin,
 
 # -- tenants --------------------------------------------------------------------------------
 class TenantUpdate(BaseModel):
-    """Only the fields sent change; a field sent as null removes that limit."""
+    """Only the fields sent change; a field sent as null removes that limit. The bounds are
+    core.tenants' (what the database holds)."""
 
-    submit_rpm: int | None = Field(default=None, ge=0, description="submissions per minute")
-    max_queued: int | None = Field(default=None, ge=0, description="jobs waiting at once")
-    max_running: int | None = Field(default=None, ge=0, description="jobs running at once")
-    max_streams: int | None = Field(default=None, ge=0, description="open event streams")
+    # An unknown field is refused, not ignored; `false` is no number.
+    model_config = ConfigDict(extra="forbid")
+    submit_rpm: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                       description="submissions per minute")
+    max_queued: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                       description="jobs waiting at once")
+    max_running: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                        description="jobs running at once")
+    max_streams: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+                                        description="open event streams")
     priorities: list[Literal["high", "medium", "low"]] | None = Field(
-        default=None, description="allowed priorities; none: all")
-    daily_tokens: int | None = Field(default=None, ge=0)
-    monthly_tokens: int | None = Field(default=None, ge=0)
-    daily_usd: float | None = Field(default=None, ge=0)
-    monthly_usd: float | None = Field(default=None, ge=0)
-    weight: float | None = Field(default=None, gt=0, description="share of a lane against "
-                                 "other tenants (default 1)")
+        default=None, min_length=1, description="allowed priorities; none: all")
+    daily_tokens: WholeNumber | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    monthly_tokens: WholeNumber | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    daily_usd: Number | None = Field(default=None, ge=0, le=MAX_USD)
+    monthly_usd: Number | None = Field(default=None, ge=0, le=MAX_USD)
+    weight: Number | None = Field(default=None, ge=MIN_WEIGHT, le=MAX_WEIGHT,
+                                  description="share of a lane against other tenants "
+                                  "waiting on it (default 1)")
 
 
 class TenantUsed(BaseModel):
@@ -168,7 +195,7 @@ async def list_tenants(container: ContainerDep, _: Admin) -> list[TenantPublic]:
 
 @router.get("/v1/tenants/{name}", response_model=TenantPublic,
             responses=error_responses(**{"404": "this tenant has no settings"}))
-def get_tenant(name: str, container: ContainerDep, _: Admin) -> TenantPublic:
+def get_tenant(name: TenantPath, container: ContainerDep, _: Admin) -> TenantPublic:
     s = container.store.get_tenant(name)
     if s is None:
         raise NotFound("this tenant has no settings")
@@ -176,7 +203,7 @@ def get_tenant(name: str, container: ContainerDep, _: Admin) -> TenantPublic:
 
 
 @router.put("/v1/tenants/{name}", response_model=TenantPublic, responses=BODY_ERRORS)
-def put_tenant(name: str, body: TenantUpdate, container: ContainerDep, _: Admin
+def put_tenant(name: TenantPath, body: TenantUpdate, container: ContainerDep, _: Admin
                ) -> TenantPublic:
     """Set a tenant's limits, budgets and weight; every API process and worker applies them
     within a few seconds."""

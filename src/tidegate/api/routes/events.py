@@ -22,6 +22,7 @@ from ...core.errors import InvalidRequest
 from ...core.statuses import Status
 from ..deps import ContainerDep, Reader
 from ..event_hub import EventHub, Subscription
+from ..params import EVENT_ID_REGEX
 from ..schemas import AUTH_ERRORS, error_responses
 from ..stream_slots import RENEW_EVERY_S, StreamSlot, take_stream_slot
 
@@ -124,8 +125,9 @@ def _response(request: Request, content: AsyncIterator[ServerSentEvent | bytes],
                 "422": "Last-Event-ID is not an event id",
                 "429": "the tenant has its maximum of event streams open"})})
 async def job_events(job_id: str, request: Request, container: ContainerDep, caller: Reader,
-                     last_event_id: Annotated[str | None, Header(
-                         description="resume strictly after this event id")] = None,
+                     last_event_id: Annotated[str, Header(
+                         pattern=EVENT_ID_REGEX,
+                         description="resume strictly after this event id")] = "",
                      ) -> EventSourceResponse:
     """Every event of the job, from its start (or after `Last-Event-ID`), then live ones;
     the stream ends after the terminal event (`succeeded`, `failed` or `cancelled`)."""
@@ -155,10 +157,11 @@ async def job_events(job_id: str, request: Request, container: ContainerDep, cal
 async def tenant_events(request: Request, container: ContainerDep, caller: Reader,
                         type: Annotated[str | None, Query(description="only this job type")]
                         = None,
-                        status: Annotated[str | None, Query(
+                        status: Annotated[Status | None, Query(
                             description="only events that leave a job in this status")] = None,
-                        last_event_id: Annotated[str | None, Header(
-                            description="resume strictly after this event id")] = None,
+                        last_event_id: Annotated[str, Header(
+                            pattern=EVENT_ID_REGEX,
+                            description="resume strictly after this event id")] = "",
                         ) -> EventSourceResponse:
     """All events of the caller's jobs (an admin key: every tenant's), live (or after
     `Last-Event-ID`, then live). Never ends by itself."""
@@ -166,6 +169,8 @@ async def tenant_events(request: Request, container: ContainerDep, caller: Reade
     owner = caller.owner
     if status is not None and status not in {s.value for s in Status}:
         raise InvalidRequest(f"status: one of {', '.join(s.value for s in Status)}")
+    if type is not None:
+        container.registry.get(type)  # the schema's enum: an unknown type is a mistake
 
     def match(e: Event) -> bool:
         return ((owner is None or e["tenant"] == owner) and (type is None or e["type"] == type)

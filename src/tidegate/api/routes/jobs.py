@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query
 
 from ...adapters.metrics import count_submission
 from ...core.events import DEFAULT_WEBHOOK_KINDS
+from ...core.statuses import Status
 from ...webhooks import new_secret
 from ..deps import ContainerDep, Reader, ServiceDep, Submitter
 from ..schemas import (
@@ -63,8 +64,8 @@ def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
 @router.get("", response_model=JobList,
             responses=error_responses(**{"422": "invalid status, type, limit or cursor"}))
 def list_jobs(service: ServiceDep, caller: Reader,
-              status: Annotated[str | None, Query(description="e.g. failed: the dead letters")]
-              = None,
+              status: Annotated[Status | None, Query(
+                  description="e.g. failed: the dead letters")] = None,
               type: str | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               cursor: Annotated[str | None, Query(
@@ -72,7 +73,8 @@ def list_jobs(service: ServiceDep, caller: Reader,
               ) -> JobList:
     """List the caller's jobs (an admin key: every tenant's), newest first; pass
     `next_cursor` back for the next page."""
-    page = service.list(tenant=caller.owner, status=status, type=type, limit=limit,
+    page = service.list(tenant=caller.owner, status=status and status.value, type=type,
+                        limit=limit,
                         cursor=cursor)
     return JobList(jobs=[JobPublic.of(j) for j in page.jobs], next_cursor=page.next_cursor)
 

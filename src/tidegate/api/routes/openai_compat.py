@@ -36,6 +36,7 @@ from ...core.events import TERMINAL_KINDS
 from ...core.models import Job
 from ..deps import ContainerDep, Submitter
 from ..openai_errors import OpenAIError, error_response, for_job
+from ..openapi import json_body
 
 router = APIRouter(tags=["openai"])
 
@@ -230,7 +231,7 @@ def _headers(job: Job) -> dict[str, str]:
     return {"X-Tidegate-Job-Id": job.id, "X-Tidegate-Lane": str(result.get("lane", ""))}
 
 
-@router.post("/v1/chat/completions", responses={
+@router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest), responses={
     200: {"description": "OpenAI's chat completion (or, with `stream`, its event stream)"},
     **_ERRORS})
 async def chat_completions(request: Request, container: ContainerDep, caller: Submitter,
@@ -305,7 +306,7 @@ async def _chunks(cid: str, created: int, model: str, text: str, finish: str,
     yield b"data: [DONE]\n\n"
 
 
-@router.post("/v1/embeddings", responses={
+@router.post("/v1/embeddings", openapi_extra=json_body(EmbeddingRequest), responses={
     200: {"description": "OpenAI's embeddings list"}, **_ERRORS})
 async def embeddings(request: Request, container: ContainerDep, caller: Submitter,
                      max_wait: Annotated[str | None, Header(alias=MAX_WAIT_HEADER)] = None,

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...core import schedules as S
 from ...core.errors import Forbidden, NotFound
 from ...jobs.common import LLM_CONFIG
 from ..deps import Caller, ContainerDep, Reader, Submitter
+from ..params import TenantName
 from ..schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 
 router = APIRouter(tags=["schedules"], responses=AUTH_ERRORS)
@@ -31,8 +32,8 @@ class ScheduleCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
-    tenant: str | None = Field(default=None, max_length=100,
-                               description="admin keys only: another tenant's schedule")
+    tenant: TenantName | None = Field(default=None, description="admin keys only: another "
+                                      "tenant's schedule")
     cron: str | None = Field(default=None, max_length=200, examples=["0 2 * * *"])
     every_s: int | None = Field(default=None, ge=1)
     timezone: str = Field(default="UTC", max_length=64, examples=["Europe/Paris"])
@@ -94,7 +95,8 @@ def create_schedule(body: ScheduleCreate, container: ContainerDep,
 
 @router.get("/v1/schedules", response_model=list[SchedulePublic])
 def list_schedules(container: ContainerDep, caller: Reader,
-                   tenant: str | None = None) -> list[SchedulePublic]:
+                   tenant: Annotated[TenantName | None, Query()] = None
+                   ) -> list[SchedulePublic]:
     """The caller's tenant's schedules (an admin: every tenant's, or ``tenant``'s), with their
     last run, next run and last job."""
     if caller.is_admin:
@@ -106,7 +108,7 @@ def list_schedules(container: ContainerDep, caller: Reader,
 
 @router.get("/v1/schedules/{name}", response_model=SchedulePublic, responses=_ONE)
 def get_schedule(name: str, container: ContainerDep, caller: Reader,
-                 tenant: str | None = None) -> SchedulePublic:
+                 tenant: Annotated[TenantName | None, Query()] = None) -> SchedulePublic:
     s = container.schedule_store.get_schedule(_tenant_for(caller, tenant), name)
     if s is None:
         raise NotFound("no schedule of this name for this tenant")
@@ -118,7 +120,7 @@ def get_schedule(name: str, container: ContainerDep, caller: Reader,
                    **{"409": "the schedule is defined in the settings file "
                              "(`managed_by_settings`)"})})
 def delete_schedule(name: str, container: ContainerDep, caller: Submitter,
-                    tenant: str | None = None) -> Response:
+                    tenant: Annotated[TenantName | None, Query()] = None) -> Response:
     """Delete a schedule: no new jobs from it; the jobs it made stay."""
     owner = _tenant_for(caller, tenant)
     s = container.schedule_store.get_schedule(owner, name)

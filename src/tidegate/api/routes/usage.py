@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from ...adapters.sql.accounts import GROUPS
 from ...core.errors import InvalidInput
 from ..deps import ContainerDep, Reader
+from ..params import TenantName
 from ..schemas import AUTH_ERRORS, UsageLine, UsageReport, error_responses
 
 router = APIRouter(tags=["usage"], responses=AUTH_ERRORS)
@@ -26,7 +27,8 @@ def usage(container: ContainerDep, caller: Reader,
                                             "included (default: today)")] = None,
           group_by: Annotated[str, Query(description="comma-separated: tenant, type, lane, "
                                          "day")] = "tenant",
-          tenant: Annotated[str | None, Query(description="admin keys: one tenant only")]
+          tenant: Annotated[TenantName | None, Query(description="admin keys: one tenant "
+                                                                 "only")]
           = None) -> UsageReport:
     """LLM requests, input/output tokens and cost, and the calls answered by another call's
     answer (cache, in-flight dedup) with what they saved: an admin key sees every tenant, any

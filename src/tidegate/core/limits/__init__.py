@@ -22,14 +22,25 @@ Semantics, shared by both implementations (times are whole milliseconds of the l
   charged in full, so oversized requests neither starve nor overrun the rate.
 * Concurrency: open reservations; each expires ``ttl_s`` after its grant (a dead worker's slot
   comes back on its own).
-* Priorities: a refused caller becomes a *waiter* ranked by ``enqueue time + priority handicap``
-  (high 0, medium ``aging_s``, low 2 x ``aging_s``): high goes first, but a low waiter outranks
-  every caller that arrives more than ``2 x aging_s`` after it, so it is never starved. A caller
+* Priorities: a refused caller becomes a *waiter* ranked by ``start + priority handicap``
+  (high 0, medium ``aging_s``, low 2 x ``aging_s``; ``start`` is the arrival time, or later
+  for a tenant with a backlog, see "Fair shares"): high goes first, but a low waiter outranks
+  every caller that starts more than ``2 x aging_s`` after it, so it is never starved. A caller
   is granted only if the capacity left after it still covers the needs of every live waiter
   ranked ahead of it: capacity beyond what those waiters need is used at once (no idle
   quota while the top waiter is not back yet), and none of them is delayed by a lower one.
   A waiter stays live until ``wait_s + waiter_grace_s`` after its last refusal; one that comes
   back later keeps its rank for ``waiter_memory_s`` more (a re-queued job keeps its place).
+* Fair shares: each (tenant, priority) is a flow with a virtual finish time ``F``. A new
+  caller starts at ``start = max(V, F)``, where ``V``, the lane's virtual time, is the later of
+  now and the start of the last call granted. If it has to wait, its flow's ``F`` moves to
+  ``start + tick / weight``: ``tick`` is the ms of lane capacity the call takes (its cost over
+  the lane's rate in the tightest limited dimension; without rate limits
+  ``concurrency_poll_s`` over the concurrency). So a flow's calls keep their arrival order,
+  while a tenant with a backlog of 500 has its later calls ranked as far ahead as the lane
+  needs to serve them, and another tenant's first call goes in between: weighted round-robin
+  (a weight-2 tenant gets two calls to a weight-1 tenant's one). A call granted without
+  waiting moves no ``F``: a lane's spare capacity is no debt.
 * A 429 pauses the lane until now + retry_after (never shortens a pause) and multiplies the rate
   factor by ``decrease`` (floor ``min_factor``), at most once per ``cut_cooldown_s`` so a burst
   of 429s from calls already in flight counts as one signal. Each successful settle at least
@@ -71,6 +82,8 @@ from .port import (
     DIMS,
     LIMIT_FIELDS,
     MAX_LANE_LEN,
+    MAX_WEIGHT,
+    MIN_WEIGHT,
     PRIORITIES,
     Admission,
     LaneLimits,
@@ -82,13 +95,15 @@ from .port import (
     validate_acquire,
     validate_age,
     validate_lane,
+    validate_share,
     validate_usage,
 )
 from .resync import Remaining, learned_from, resync_target
 
 __all__ = [
-    "DIMS", "LIMIT_FIELDS", "MAX_LANE_LEN", "PRIORITIES", "SERVICE_POLICY", "Admission",
-    "InMemoryLimiter", "LaneLimits", "LaneSnapshot", "Limiter", "LimiterPolicy", "Priority",
-    "Remaining", "effective", "learned_from", "limits_from", "pause_ms", "resync_target",
-    "round_factor", "validate_acquire", "validate_age", "validate_lane", "validate_usage",
+    "DIMS", "LIMIT_FIELDS", "MAX_LANE_LEN", "MAX_WEIGHT", "MIN_WEIGHT", "PRIORITIES",
+    "SERVICE_POLICY", "Admission", "InMemoryLimiter", "LaneLimits", "LaneSnapshot", "Limiter",
+    "LimiterPolicy", "Priority", "Remaining", "effective", "learned_from", "limits_from",
+    "pause_ms", "resync_target", "round_factor", "validate_acquire", "validate_age",
+    "validate_lane", "validate_share", "validate_usage",
 ]

@@ -24,6 +24,7 @@ from .port import (
     validate_acquire,
     validate_age,
     validate_lane,
+    validate_share,
     validate_usage,
 )
 from .resync import learned_from, resync_target
@@ -34,7 +35,7 @@ WALK_LIMIT = 1000  # window entries scanned to estimate a token wait (a lower bo
 
 @dataclass
 class _Waiter:
-    rank: int
+    rank: float
     priority: str
     input_tokens: int
     output_tokens: int
@@ -61,6 +62,8 @@ class _Lane:
     res: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # rid -> (t, in, out)
     waiters: dict[str, _Waiter] = field(default_factory=dict)
     done: tuple[int, int] = (-1, -1)  # when the last two calls ended (settle or release)
+    flows: dict[str, float] = field(default_factory=dict)  # "priority:tenant" -> virtual finish
+    vt: float | None = None  # start of the last call granted (the lane's virtual time)
 
     def limit(self, name: str) -> int | None:
         return self.configured.get(name) or self.learned.get(name)
@@ -86,10 +89,14 @@ class InMemoryLimiter:
 
     def acquire(self, lane: str, *, input_tokens: int, output_tokens: int,
                 priority: Priority = "medium", holder: str, ttl_s: float = 300.0,
-                limits: LaneLimits | None = None) -> Admission:
+                limits: LaneLimits | None = None, tenant: str = "",
+                weight: float = 1.0) -> Admission:
         validate_lane(lane)
         ttl_ms = validate_acquire(input_tokens, output_tokens, priority, holder, ttl_s)
+        validate_share(tenant, weight)
         p = self._p
+        handicap = PRIORITIES.index(priority) * p.ms("aging_s")
+        flow = f"{priority}:{tenant}"
         with self._lock:
             now = self._now()
             ln = self._lanes.setdefault(lane, _Lane())
@@ -102,7 +109,12 @@ class InMemoryLimiter:
             self._housekeep(ln, now)
             levels = self._refill(ln, now)
             me = ln.waiters.get(holder)
-            rank = me.rank if me else now + PRIORITIES.index(priority) * p.ms("aging_s")
+            # A returning waiter keeps its rank; a newcomer starts at its flow's fair start.
+            vnow = ln.vt if ln.vt is not None and ln.vt > now else now
+            start = ln.flows.get(flow, vnow)
+            if start < vnow:
+                start = vnow
+            rank = me.rank if me else start + handicap
             ahead = [w for w in ln.waiters.values() if w.deadline is not None and w.rank < rank]
             a_in = sum(w.input_tokens for w in ahead)
             a_out = sum(w.output_tokens for w in ahead)
@@ -154,6 +166,9 @@ class InMemoryLimiter:
                 ln.fly[rid] = now + ttl_ms
                 ln.res[rid] = (now, input_tokens, output_tokens)
                 ln.waiters.pop(holder, None)
+                served = rank - handicap if me else start
+                if ln.vt is None or served > ln.vt:
+                    ln.vt = served
                 return Admission(True, rid, 0.0, "ok")
 
             wait, reason, best = 0, "priority", -1
@@ -165,6 +180,7 @@ class InMemoryLimiter:
             if me is None:
                 me = _Waiter(rank, priority, input_tokens, output_tokens, None)
                 ln.waiters[holder] = me
+                ln.flows[flow] = start + self._tick(levels, cost, conc) / weight
             me.priority, me.input_tokens, me.output_tokens = priority, input_tokens, output_tokens
             me.deadline = now + wait + p.ms("waiter_grace_s")
             return Admission(False, None, wait / 1000, reason)
@@ -312,6 +328,20 @@ class InMemoryLimiter:
                 w.deadline, w.forget = None, now + memory
         for holder in [h for h, w in ln.waiters.items() if w.deadline is None and w.forget <= now]:
             del ln.waiters[holder]
+        for flow in [f for f, fin in ln.flows.items() if fin <= now]:
+            del ln.flows[flow]  # behind now: it no longer moves anyone's start
+
+    def _tick(self, levels: dict[str, tuple[float, float, float]], cost: dict[str, int],
+              conc: int | None) -> float:
+        """The ms of lane capacity one call takes: its cost over the rate, in the tightest
+        limited dimension; without rate limits, the concurrency poll over the concurrency."""
+        tick = 0.0
+        for dim, _name in DIMS:
+            if dim in levels and cost[dim] > 0:
+                tick = max(tick, cost[dim] / levels[dim][2])
+        if tick == 0:
+            tick = self._p.ms("concurrency_poll_s") / (conc or 1)
+        return tick
 
     def _refill(self, ln: _Lane, now: int) -> dict[str, tuple[float, float, float]]:
         """Bring each limited pacer bucket to ``now``; dim -> (level, capacity, rate per ms)."""

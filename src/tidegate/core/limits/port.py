@@ -16,6 +16,9 @@ LIMIT_FIELDS: tuple[str, ...] = ("rpm", "input_tpm", "output_tpm", "tpm", "concu
 DIMS: tuple[tuple[str, str], ...] = (
     ("req", "rpm"), ("inp", "input_tpm"), ("out", "output_tpm"), ("tot", "tpm"))
 MAX_LANE_LEN = 200
+# A tenant's weight is its share of a lane against others waiting at the same priority; the
+# bounds keep one tenant's tags within a sane distance of another's.
+MIN_WEIGHT, MAX_WEIGHT = 0.001, 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +91,14 @@ class Limiter(Protocol):
 
     def acquire(self, lane: str, *, input_tokens: int, output_tokens: int,
                 priority: Priority = "medium", holder: str, ttl_s: float = 300.0,
-                limits: LaneLimits | None = None) -> Admission:
+                limits: LaneLimits | None = None, tenant: str = "",
+                weight: float = 1.0) -> Admission:
         """Atomically check and reserve every quota of the lane for one call. ``holder`` names
         the logical call across retries (e.g. ``job_id:attempt:step``); it keeps its waiter rank.
         ``limits``: what the caller configured for the lane; if the lane holds others, or lost
-        them (see "Lost state" in the module doc), they are set first, in the same step."""
+        them (see "Lost state" in the module doc), they are set first, in the same step.
+        ``tenant`` and ``weight``: whose call it is and its share of the lane against other
+        tenants waiting at the same priority (see "Fair shares" in the module doc)."""
         ...
 
     def settle(self, lane: str, reservation_id: str, *, input_tokens: int,
@@ -136,6 +142,15 @@ def validate_acquire(input_tokens: int, output_tokens: int, priority: str, holde
     if not ttl_s > 0:
         raise ValueError("ttl_s must be > 0")
     return max(1, int(round(ttl_s * 1000)))
+
+
+def validate_share(tenant: str, weight: float) -> None:
+    if not isinstance(tenant, str) or len(tenant) > MAX_LANE_LEN:
+        raise ValueError(f"invalid tenant {tenant!r}")
+    if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+            or not MIN_WEIGHT <= weight <= MAX_WEIGHT):
+        raise ValueError(f"weight must be a number in [{MIN_WEIGHT}, {MAX_WEIGHT}], "
+                         f"not {weight!r}")
 
 
 def validate_usage(input_tokens: int, output_tokens: int) -> None:

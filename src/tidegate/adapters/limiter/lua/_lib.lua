@@ -27,10 +27,10 @@ local function clock(arg)
   return tonumber(arg)
 end
 
--- Every lane script receives the same nine keys, in this order.
+-- Every lane script receives the same ten keys, in this order.
 local function lane_keys()
   return {h = KEYS[1], log = KEYS[2], amt = KEYS[3], fly = KEYS[4], res = KEYS[5],
-          wq = KEYS[6], wdl = KEYS[7], wm = KEYS[8], wx = KEYS[9]}
+          wq = KEYS[6], wdl = KEYS[7], wm = KEYS[8], wx = KEYS[9], ft = KEYS[10]}
 end
 
 -- The lane hash as a table; changes are collected and written back once by save().
@@ -96,7 +96,8 @@ local function due(key, max_score)
 end
 
 -- Drop what has aged out: window entries (giving their share back), expired reservations
--- (a dead worker's slot), late waiters (-> dormant) and dormant waiters past their memory.
+-- (a dead worker's slot), late waiters (-> dormant), dormant waiters past their memory and
+-- flows' virtual finish times behind now (they no longer move anyone's start).
 local function housekeep(st, K, now, window_ms, memory_ms)
   local cutoff = '(' .. fmt(now - window_ms)
   local dreq, din, dout = 0, 0, 0
@@ -148,6 +149,7 @@ local function housekeep(st, K, now, window_ms, memory_ms)
     redis.call('HDEL', K.wm, unpack(gone))
     if #gone < BATCH then break end
   end
+  if K.ft then redis.call('ZREMRANGEBYSCORE', K.ft, '-inf', fmt(now)) end
 end
 
 -- Bring each limited pacer bucket to now at the current factor: dim -> {level, cap, rate/ms}.

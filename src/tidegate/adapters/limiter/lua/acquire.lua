@@ -1,11 +1,12 @@
 -- acquire: check and reserve every quota of one lane for one call, atomically.
--- KEYS: 1 h (lane hash)  2 log  3 amt  4 fly  5 res  6 wq  7 wdl  8 wm  9 wx
+-- KEYS: 1 h (lane hash)  2 log  3 amt  4 fly  5 res  6 wq  7 wdl  8 wm  9 wx  10 ft
 -- ARGV: 1 now_ms ('' = Redis TIME)  2 reservation_id  3 holder  4 priority (high|medium|low)
 --       5 input_tokens  6 output_tokens  7 ttl_ms  8 window_ms  9 burst_ms  10 aging_ms
 --       11 waiter_grace_ms  12 waiter_memory_ms  13 concurrency_poll_ms
 --       14 sliding window ('1' = hold every quota in any window too, '0' = pacer only)
 --       15 rpm  16 input_tpm  17 output_tpm  18 tpm  19 concurrency: the caller's configured
 --       limits ('' = not configured)  20 their stamp ('' = none sent: 15-19 are ignored)
+--       21 tenant  22 its weight (fair shares, see tidegate.core.limits)
 -- Returns: {granted 1|0, reservation_id or '', wait_ms, reason, re-seeded 1|0}
 local K = lane_keys()
 local now = clock(ARGV[1])
@@ -15,6 +16,9 @@ local window_ms, burst_ms, aging_ms = tonumber(ARGV[8]), tonumber(ARGV[9]), tonu
 local grace_ms, memory_ms, poll_ms = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local sliding = ARGV[14] ~= '0'
 local HANDICAP = {high = 0, medium = 1, low = 2}
+local weight = tonumber(ARGV[22])
+local handicap = HANDICAP[prio] * aging_ms
+local flow = prio .. ':' .. ARGV[21]
 
 local st = load(K.h)
 -- The caller's limits win when the lane holds others, or lost them with everything else; then
@@ -36,13 +40,20 @@ housekeep(st, K, now, window_ms, memory_ms)
 local levels = refill(st, now, window_ms, burst_ms)
 local f = num(st, 'f', 1)
 
--- A returning waiter (live or dormant) keeps its rank; a newcomer is ranked by arrival.
+-- A returning waiter (live or dormant) keeps its rank; a newcomer starts at its flow's fair
+-- start: the lane's virtual time, or later if its flow has a backlog.
 local meta = redis.call('HGET', K.wm, holder)
+local vt = num(st, 'vt', nil)
+local vnow = now
+if vt and vt > now then vnow = vt end
+local start = vnow
+local fin = redis.call('ZSCORE', K.ft, flow)
+if fin and tonumber(fin) > start then start = tonumber(fin) end
 local rank
 if meta then
   rank = tonumber(string.match(meta, '^(%S+)'))
 else
-  rank = now + HANDICAP[prio] * aging_ms
+  rank = start + handicap
 end
 
 -- What the live waiters ranked strictly ahead still need: we may only use capacity beyond it.
@@ -136,6 +147,9 @@ end
 
 if #blocks == 0 then
   for dim, b in pairs(levels) do put(st, 'p:' .. dim, b[1] - cost[dim]) end
+  local served = start
+  if meta then served = rank - handicap end
+  if vt == nil or served > vt then put(st, 'vt', served) end
   put(st, 'w:req', used.req + 1)
   put(st, 'w:inp', w_in + cin)
   put(st, 'w:out', w_out + cout)
@@ -162,8 +176,19 @@ for _, b in ipairs(blocks) do
   end
 end
 wait = math.max(1, wait)
+if not meta then
+  -- The ms of lane capacity this call takes: its cost over the rate in the tightest limited
+  -- dimension; without rate limits, the concurrency poll over the concurrency.
+  local tick = 0
+  for _, d in ipairs(DIMS) do
+    local b = levels[d[1]]
+    if b and cost[d[1]] > 0 then tick = math.max(tick, cost[d[1]] / b[3]) end
+  end
+  if tick == 0 then tick = poll_ms / (conc or 1) end
+  redis.call('ZADD', K.ft, fmt(start + tick / weight), flow)
+end
 redis.call('HSET', K.wm, holder, fmt(rank) .. ' ' .. prio .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
-redis.call('ZADD', K.wq, rank, holder)
+redis.call('ZADD', K.wq, fmt(rank), holder)
 redis.call('ZADD', K.wdl, now + wait + grace_ms, holder)
 redis.call('ZREM', K.wx, holder)
 save(st)

@@ -1,5 +1,5 @@
 -- settle / release: replace a reservation's estimate by real usage and free its slot.
--- KEYS: 1 h (lane hash)  2 log  3 amt  4 fly  5 res  6 wq  7 wdl  8 wm  9 wx
+-- KEYS: 1 h (lane hash)  2 log  3 amt  4 fly  5 res  6 wq  7 wdl  8 wm  9 wx  10 ft
 -- ARGV: 1 now_ms ('' = Redis TIME)  2 reservation_id  3 input_tokens  4 output_tokens
 --       5 success (1 = settle: may raise the rate factor; 0 = release)  6 window_ms
 --       7 burst_ms  8 waiter_memory_ms  9 increase

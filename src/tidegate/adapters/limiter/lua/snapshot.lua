@@ -1,5 +1,5 @@
 -- snapshot: a lane's limits, factor, last-window usage, in-flight and waiters (for /v1/limits).
--- KEYS: 1 h (lane hash)  2 log  3 amt  4 fly  5 res  6 wq  7 wdl  8 wm  9 wx
+-- KEYS: 1 h (lane hash)  2 log  3 amt  4 fly  5 res  6 wq  7 wdl  8 wm  9 wx  10 ft
 -- ARGV: 1 now_ms ('' = Redis TIME)  2 window_ms  3 waiter_memory_ms
 -- Returns: {now_ms, in_flight, waiting_high, waiting_medium, waiting_low, field, value, ...}
 --          where field/value are the lane hash after housekeeping
