@@ -268,6 +268,16 @@ def test_poison_messages(request: pytest.FixtureRequest, stack_factory: Callable
     from kombu import Connection
 
     url = stack.broker_url + ("/0" if broker == "redis" else "")
+    import sqlalchemy as sa
+
+    from tidegate.adapters.sql.tables import jobs
+
+    def sent() -> bool:  # the API sends just after the 202, then marks the row
+        with stack.engine.connect() as db:
+            return db.execute(sa.select(jobs.c.dispatched_at)
+                              .where(jobs.c.id == victim)).scalar_one() is not None
+
+    wait_for(sent, 10, "the victim's message sent")
     with Connection(url, connect_timeout=3) as conn:
         assert conn.default_channel.queue_purge("medium") == 1  # the victim's one message
     poison = publish_poison(stack, victim)

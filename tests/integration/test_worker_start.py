@@ -49,7 +49,7 @@ def test_worker_refuses_to_start_with_a_broken_llm_config(tmp_path: Path, redis_
                                   "TIDEGATE_REDIS_URL": redis_url,
                                   "TIDEGATE_DATA_DIR": str(tmp_path)}, timeout_s=45)
     assert res.returncode != 0
-    err = " ".join(res.stderr.split())  # rich wraps long lines
+    err = "".join(res.stderr.split())  # rich wraps long lines, even inside a path
     assert str(toml) in err and "defaults.modle" in err, res.stderr
     assert "ready" not in res.stderr
     assert time.monotonic() - started < 45
