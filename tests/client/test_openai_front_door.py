@@ -93,12 +93,13 @@ def test_a_call_that_would_wait_too_long_gets_a_429(up: Up) -> None:
     with Client(up.url, api_key=up.key) as tg:
         last = next(tg.list(type="chat_completion", limit=1))
         assert last.cancel_requested or last.status == "cancelled"
-        # A worker holding it (waiting for the quota in place) stops at its next check.
+        # A worker holding it stops at its next check; one whose call was admitted just as
+        # the wait ran out finishes it (the call was made, so its answer is kept).
         deadline = time.monotonic() + 15
-        while last.status != "cancelled" and time.monotonic() < deadline:
+        while last.status not in ("cancelled", "succeeded") and time.monotonic() < deadline:
             time.sleep(0.2)
             last = tg.get(last.job_id)
-    assert last.status == "cancelled"
+    assert last.status == "cancelled" or (last.status == "succeeded" and last.cancel_requested)
 
 
 def test_async_sdk_concurrent_calls(up: Up) -> None:
