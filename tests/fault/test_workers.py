@@ -46,13 +46,14 @@ def test_worker_sigkill_holding_reserved_jobs(request: pytest.FixtureRequest,
                                               stack_factory: Callable[..., Stack],
                                               broker: str) -> None:
     """2. SIGKILL a whole worker while it runs two jobs and holds four delayed retries
-    (reserved, unacknowledged messages). A fresh worker finishes all of them.
-
-    On Redis the dead worker's delayed messages stay in kombu's unacked set until the
-    visibility timeout (hours), so those jobs come back through the scheduler's re-send of
-    long-waiting jobs (TIDEGATE_REDISPATCH_AFTER_S, lowered here); RabbitMQ returns them as
-    soon as the connection drops."""
-    stack = stack_factory(broker, env={"TIDEGATE_REDISPATCH_AFTER_S": "5"})
+    (reserved, unacknowledged messages). A fresh worker finishes all of them, well before
+    the scheduler's blanket re-send of long-waiting jobs (TIDEGATE_REDISPATCH_AFTER_S, 120 s
+    here): RabbitMQ returns the messages as soon as the connection drops; on Redis, where
+    they would stay in kombu's unacked set until the visibility timeout (hours), the
+    scheduler puts back the messages the dead worker held once it learns it died."""
+    # Four messages a slot, so that the worker holds the delayed retries (with one, they
+    # would wait in the broker's queue: two running jobs fill its window).
+    stack = stack_factory(broker, env={"TIDEGATE_WORKER_PREFETCH_MULTIPLIER": "4"})
     stack.start_all(concurrency=2)
     ledger = Ledger(stack)
     with stack.client() as client:
@@ -116,33 +117,39 @@ def test_worker_sigterm_during_long_job(request: pytest.FixtureRequest,
                                         stack_factory: Callable[..., Stack],
                                         broker: str, pool: str) -> None:
     """3. SIGTERM a worker running a short and a long job: the short one finishes within the
-    grace, the long one is handed back, the worker exits, nothing is left running, and another
-    worker completes it."""
+    grace, the long one is handed back, the worker exits without waiting for it, nothing is
+    left running, and another worker picks it up (and is then told to cancel it: how the
+    job ends once resumed is not what this scenario is about, and running 30 s of it is)."""
     stack = stack_factory(broker)
     stack.start_all(concurrency=2, pool=pool)
     ledger = Ledger(stack)
     with stack.client() as client:
-        long_id = ledger.submit(client, "fault_work", {"sleep_s": 3.5, "steps": 14})
+        long_id = ledger.submit(client, "fault_work", {"sleep_s": 30, "steps": 120})
         short_id = ledger.submit(client, "fault_work", {"sleep_s": 1.2, "steps": 3})
-    assert long_id and short_id
-    wait_for(lambda: all(r["status"] == "running" for r in stack.rows([long_id, short_id])
-                         .values()), 20, "both jobs running")
-    time.sleep(0.5)
-    worker = stack.workers[0]
-    worker.signal(signal.SIGTERM)
-    fault_at = time.monotonic()
-    assert worker.wait(15) is not None, "the worker did not exit after SIGTERM"
-    exited_s = time.monotonic() - fault_at
-    rows = stack.rows([long_id, short_id])
-    assert rows[short_id]["status"] == "succeeded", rows[short_id]
-    assert rows[long_id]["status"] in ("queued", "retrying"), rows[long_id]
-    assert "handed_back" in [k for k, _ in stack.events([long_id])[long_id]]
-    stack.start_worker(concurrency=2)
-    conclude(request, ledger, f"3 worker SIGTERM, long job ({pool})", since=fault_at,
-             timeout_s=30, worker_exit_s=round(exited_s, 2))
-    # grace (2 s) + the pool's own shutdown (an idle prefork pool alone takes about 3.5 s)
-    limit = 2 + (4 if pool == "threads" else 7)
-    assert exited_s < limit, f"the worker took {exited_s:.1f}s to stop (grace 2s)"
+        assert long_id and short_id
+        wait_for(lambda: all(r["status"] == "running" for r in stack.rows([long_id, short_id])
+                             .values()), 20, "both jobs running")
+        time.sleep(0.5)
+        worker = stack.workers[0]
+        worker.signal(signal.SIGTERM)
+        fault_at = time.monotonic()
+        assert worker.wait(20) is not None, "the worker did not exit after SIGTERM"
+        exited_s = time.monotonic() - fault_at
+        rows = stack.rows([long_id, short_id])
+        assert rows[short_id]["status"] == "succeeded", rows[short_id]
+        assert rows[long_id]["status"] in ("queued", "retrying"), rows[long_id]
+        assert "handed_back" in [k for k, _ in stack.events([long_id])[long_id]]
+        stack.start_worker(concurrency=2)
+        wait_for(lambda: stack.exec_log.starts()[long_id] == 2, 20, "the long job resumed")
+        r = client.delete(f"/v1/jobs/{long_id}")
+        assert r.status_code in (200, 202), r.text
+    verdict = conclude(request, ledger, f"3 worker SIGTERM, long job ({pool})", since=fault_at,
+                       timeout_s=30, worker_exit_s=round(exited_s, 2))
+    assert verdict.statuses == {"succeeded": 1, "cancelled": 1}
+    # Waiting for the long job would take 29 s; the grace is 2 s. What the bound leaves on top
+    # is the pool's own shutdown (an idle prefork pool alone takes about 3.5 s), which on a
+    # loaded machine has taken up to 5 s: a bound that proves the grace, not a speed.
+    assert exited_s < 15, f"the worker took {exited_s:.1f}s to stop (grace 2s)"
 
 
 @pytest.mark.parametrize("broker", BROKERS)

@@ -60,6 +60,41 @@ def test_the_schema_states_the_rules_the_api_checks(api) -> None:
         assert spec["paths"][path]["post"]["requestBody"]["required"] is True
 
 
+# Keywords pydantic uses in Python that JSON Schema does not know: one of them in the schema
+# means a bound the API checks is invisible to every client and generator (a constraint on an
+# optional field, given outside the type, is emitted as `ge`/`le` instead of minimum/maximum).
+NOT_JSON_SCHEMA = {"ge", "le", "gt", "lt", "min_length", "max_length", "multiple_of", "strict"}
+
+
+def test_every_bound_is_stated_in_json_schema_terms(api) -> None:
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    found = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            in_properties = path.endswith("/properties")
+            for key, value in node.items():
+                if key in NOT_JSON_SCHEMA and not in_properties:
+                    found.append(f"{path}/{key}")
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(spec, "")
+    assert not found, found
+    update = spec["components"]["schemas"]["TenantUpdate"]["properties"]
+    assert update["max_streams"]["anyOf"][0] == {"type": "integer", "minimum": 0,
+                                                 "maximum": 10**9}
+
+
+def test_tenant_limits_below_zero_are_refused(api) -> None:
+    client, h = api
+    r = client.put("/v1/tenants/acme", json={"max_streams": -1}, headers=h)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+
+
 def test_filters_and_names_outside_the_schema_are_refused(api) -> None:
     client, h = api
     r = client.get("/v1/jobs", params={"type": "no-such-type"}, headers=h)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 
 from ..core.keys import KEY_PREFIX, TENANT_PATTERN
+from ..core.tenants import MAX_COUNT, MAX_TOKENS
 
 # A tenant's name, as core.keys.validate_tenant accepts it.
 TENANT_REGEX = f"^{TENANT_PATTERN.pattern}$"
@@ -31,7 +32,12 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-# A whole number as JSON Schema has it (919 and 919.0 alike), never `true`/`false`.
+# A whole number as JSON Schema has it (919 and 919.0 alike), never `true`/`false`, within
+# bounds. The bounds come before the validator: given after it, or on an optional field's
+# Field(), pydantic still checks them but writes them into the schema as `ge`/`le`, which
+# JSON Schema does not know, so no client or generator sees them.
 WholeNumber = Annotated[int, BeforeValidator(_not_a_bool)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT), BeforeValidator(_not_a_bool)]
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS), BeforeValidator(_not_a_bool)]
 # A number, never `true`/`false` (which pydantic would otherwise read as 1 and 0).
 Number = Annotated[float, Field(strict=True)]

@@ -32,6 +32,7 @@ from ..core.errors import Unavailable
 from ..core.schedules import Schedule, ScheduleRunner, sync_settings
 from ..core.sweep import SweepConfig, Sweeper
 from ..wiring import Container, build_container
+from .transport import restore_held
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def run_scheduler(settings: Settings, *, stop: threading.Event | None = None) ->
                 except Exception:
                     log.exception("sweep failed")
             if leading:
-                _recover_dead_workers(watch, sweeper)
+                _recover_dead_workers(watch, sweeper, container)
             stop.wait(tick)
     finally:
         stop.set()
@@ -148,11 +149,13 @@ def _send_webhooks(settings: Settings, container: Container, leader: threading.E
         sender.close()
 
 
-def _recover_dead_workers(watch: DeadWorkerWatch, sweeper: Sweeper) -> None:
+def _recover_dead_workers(watch: DeadWorkerWatch, sweeper: Sweeper,
+                          container: Container) -> None:
     try:
         dead = watch.check()
         if dead:
             sweeper.recover_dead_workers(dead)
+            _put_back_held_messages(container, dead)
             watch.forget(dead)  # only once their jobs were taken over
     except redis.RedisError as exc:  # the leases still run out; the sweep takes over then
         log.warning("liveness check skipped: %s: %s", type(exc).__name__, exc)
@@ -160,3 +163,17 @@ def _recover_dead_workers(watch: DeadWorkerWatch, sweeper: Sweeper) -> None:
         log.warning("dead workers' jobs not taken over yet: %s", exc.message)
     except Exception:
         log.exception("taking over dead workers' jobs failed")
+
+
+def _put_back_held_messages(container: Container, owners: set[str]) -> None:
+    """On a Redis broker, the messages dead workers received and had not finished go back to
+    their queues now (worker/transport.py); RabbitMQ did that when their connections closed."""
+    if not container.settings.broker().startswith(("redis://", "rediss://")):
+        return
+    try:
+        with container.celery.connection_for_write() as conn:
+            channel = conn.default_channel
+            for owner in sorted(owners):
+                restore_held(channel, owner)
+    except Exception as exc:  # the scheduler's late re-send still covers them
+        log.warning("dead workers' messages not put back (%s: %s)", type(exc).__name__, exc)

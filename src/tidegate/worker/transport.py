@@ -21,18 +21,31 @@ broker being unreachable. Their jobs stayed ``queued`` until the scheduler's lat
 Here the closing channel remembers their delivery tags, and the next channel of this process
 that reaches the broker puts them back in their queues at once. A message put back whose job
 is running or finished is a duplicate delivery, which the worker drops as any other.
+
+A dead worker's messages are stranded as well. A worker killed (SIGKILL, OOM, a handler that
+takes its process down, a lost machine) leaves the messages it held in the ``unacked`` hash:
+the ones it ran are recovered through their leases, but the ones it had received and not yet
+claimed, above all the delayed retries it held for their countdown, waited for the visibility
+timeout or the scheduler's blanket re-send (TIDEGATE_REDISPATCH_AFTER_S, ten minutes). So
+each process also lists the delivery tags it holds under its lease owner id, in the same
+pipeline that records them as unacknowledged (no extra round trip); when the scheduler learns
+that an owner died (adapters/liveness.py) it puts exactly that owner's messages back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .runtime import worker_id
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +76,35 @@ class Stranded:
 STRANDED = Stranded()
 
 
+def held_key(unacked_key: str, owner: str) -> str:
+    """The set of delivery tags ``owner`` (a lease owner id) holds unacknowledged."""
+    return f"{unacked_key}:held:{owner}"
+
+
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    @property
+    def held_key(self) -> str:
+        # Per call, not cached: a prefork parent and a process that forked keep one channel
+        # class but not one pid.
+        return held_key(self.unacked_key, worker_id())
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        # kombu's append, with the tag also listed under this process's owner id.
+        delivery = message.delivery_info
+        held = self.held_key
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
+                .hset(self.unacked_key, delivery_tag,
+                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]])) \
+                .sadd(held, delivery_tag) \
+                .expire(held, int(self.visibility_timeout) + 60) \
+                .execute()
+            super(kombu_redis.QoS, self).append(message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        return super()._remove_from_indices(delivery_tag, pipe).srem(self.held_key,
+                                                                    delivery_tag)
+
     def restore_unacked(self, client: Any = None) -> Any:
         try:
             return super().restore_unacked(client)
@@ -108,3 +149,20 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
 class RedisTransport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
+
+
+def restore_held(channel: Any, owner: str) -> int:
+    """Put back in their queues the messages a dead ``owner`` held unacknowledged (through a
+    kombu Redis channel of the broker); returns how many. Restoring a tag that was acked or
+    restored meanwhile is a no-op, and a message put back whose job runs elsewhere is a
+    duplicate the claim drops."""
+    qos = channel.qos
+    key = held_key(qos.unacked_key, owner)
+    with channel.conn_or_acquire() as client:
+        tags = [t.decode() if isinstance(t, bytes) else t for t in client.smembers(key)]
+        for tag in tags:
+            qos.restore_by_tag(tag, client=client)
+        client.delete(key)
+    if tags:
+        log.warning("put back %d message(s) held by dead worker %s", len(tags), owner)
+    return len(tags)

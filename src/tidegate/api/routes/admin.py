@@ -14,8 +14,6 @@ from ...core.errors import InvalidInput, NotFound
 from ...core.limits import MAX_WEIGHT, MIN_WEIGHT
 from ...core.models import ApiKey, TenantSettings, utcnow
 from ...core.tenants import (
-    MAX_COUNT,
-    MAX_TOKENS,
     MAX_USD,
     settings_from_public,
     settings_to_public,
@@ -25,9 +23,10 @@ from ..params import (
     KEY_REF_DESCRIPTION,
     KEY_REF_REGEX,
     TENANT_REGEX,
+    Count,
     Number,
     TenantName,
-    WholeNumber,
+    TokenCount,
 )
 from ..schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 
@@ -139,18 +138,18 @@ class TenantUpdate(BaseModel):
 
     # An unknown field is refused, not ignored; `false` is no number.
     model_config = ConfigDict(extra="forbid")
-    submit_rpm: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+    submit_rpm: Count | None = Field(default=None,
                                        description="submissions per minute")
-    max_queued: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+    max_queued: Count | None = Field(default=None,
                                        description="jobs waiting at once")
-    max_running: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+    max_running: Count | None = Field(default=None,
                                         description="jobs running at once")
-    max_streams: WholeNumber | None = Field(default=None, ge=0, le=MAX_COUNT,
+    max_streams: Count | None = Field(default=None,
                                         description="open event streams")
     priorities: list[Literal["high", "medium", "low"]] | None = Field(
         default=None, min_length=1, description="allowed priorities; none: all")
-    daily_tokens: WholeNumber | None = Field(default=None, ge=0, le=MAX_TOKENS)
-    monthly_tokens: WholeNumber | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    daily_tokens: TokenCount | None = None
+    monthly_tokens: TokenCount | None = None
     daily_usd: Number | None = Field(default=None, ge=0, le=MAX_USD)
     monthly_usd: Number | None = Field(default=None, ge=0, le=MAX_USD)
     weight: Number | None = Field(default=None, ge=MIN_WEIGHT, le=MAX_WEIGHT,
