@@ -25,9 +25,6 @@ ST = str(Path(sys.executable).with_name("st"))
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-@pytest.mark.xfail(strict=False, reason="open finding: PUT /v1/tenants/{name} with an integer "
-                   "limit at its schema maximum, generated as a float just above it, is refused "
-                   "(422) though schemathesis counts it as schema-valid")
 def test_the_api_is_exactly_what_its_schema_says(tmp_path: Path, redis_url: str) -> None:
     settings = settings_for(tmp_path, redis_url=redis_url, broker_url=redis_url, auth="on")
     engine = make_engine(settings.database)
