@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tidegate.providers.simulator.engine import Call, SimFailure, SimState, chunk_text
+from tidegate.providers.simulator.engine import Call, Completion, SimFailure, SimState, chunk_text
 from tidegate.providers.simulator.quota import BucketState
 from tidegate.providers.simulator.wire import (
     json_response,
@@ -85,7 +85,7 @@ def _cached_prefix(system: Any) -> str:
     return _text_of(system[:marked[-1] + 1]) if marked else ""
 
 
-def _key(request: Request) -> str | None:
+def key_of(request: Request) -> str | None:
     key = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
     if not key and auth.lower().startswith("bearer "):
@@ -93,18 +93,43 @@ def _key(request: Request) -> str | None:
     return key or None
 
 
-async def messages(request: Request, state: SimState) -> Response:
-    body = await read_json(request)
+def message_call(body: dict[str, Any] | None, key: str | None, state: SimState) -> Call | None:
+    """The call a Messages body asks for; None when the body is not one."""
     b = body or {}
     model = str(b.get("model") or "")
     if body is None or not model or not isinstance(b.get("messages"), list) \
             or not isinstance(b.get("max_tokens"), int):
-        return error(SimFailure(400, "bad_request", "model, messages and max_tokens are required"))
+        return None
     texts = [_text_of(b.get("system"))] + [_text_of(m.get("content")) for m in b["messages"]
                                            if isinstance(m, dict)]
-    call = Call("anthropic", _key(request), model, "\n".join(t for t in texts if t),
+    return Call("anthropic", key, model, "\n".join(t for t in texts if t),
                 sum(state.tokens(t) for t in texts), b["max_tokens"])
-    stream = bool(b.get("stream"))
+
+
+def message_of(state: SimState, call: Call, body: dict[str, Any],
+               comp: Completion) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the Message, its usage without output tokens) for an answered call."""
+    read, written = state.prompt_cache(call, _cached_prefix(body.get("system")))
+    # As Anthropic reports it: input_tokens is what was neither read from nor written to the
+    # cache; the three together are the prompt.
+    usage: dict[str, Any] = {"input_tokens": call.input_tokens - read - written,
+                             "cache_creation_input_tokens": written,
+                             "cache_read_input_tokens": read}
+    stop = "max_tokens" if comp.truncated else "end_turn"
+    message: dict[str, Any] = {"id": f"msg_sim{state.next_id()}", "type": "message",
+                               "role": "assistant", "model": call.model,
+                               "content": [{"type": "text", "text": comp.text}],
+                               "stop_reason": stop, "stop_sequence": None,
+                               "usage": {**usage, "output_tokens": comp.output_tokens}}
+    return message, usage
+
+
+async def messages(request: Request, state: SimState) -> Response:
+    body = await read_json(request)
+    call = message_call(body, key_of(request), state)
+    if body is None or call is None:
+        return error(SimFailure(400, "bad_request", "model, messages and max_tokens are required"))
+    stream = bool(body.get("stream"))
     try:
         adm, fault = state.admit(call)
     except SimFailure as f:
@@ -116,18 +141,8 @@ async def messages(request: Request, state: SimState) -> Response:
     if fault == "malformed":
         return malformed_response(headers, stream, event="message_start")
     comp = state.complete(call)
-    read, written = state.prompt_cache(call, _cached_prefix(b.get("system")))
-    # As Anthropic reports it: input_tokens is what was neither read from nor written to the
-    # cache; the three together are the prompt.
-    usage: dict[str, Any] = {"input_tokens": call.input_tokens - read - written,
-                             "cache_creation_input_tokens": written,
-                             "cache_read_input_tokens": read}
-    mid = f"msg_sim{state.next_id()}"
-    stop = "max_tokens" if comp.truncated else "end_turn"
-    message: dict[str, Any] = {"id": mid, "type": "message", "role": "assistant", "model": model,
-                               "content": [{"type": "text", "text": comp.text}],
-                               "stop_reason": stop, "stop_sequence": None,
-                               "usage": {**usage, "output_tokens": comp.output_tokens}}
+    message, usage = message_of(state, call, body, comp)
+    stop = message["stop_reason"]
     if not stream:
         await wait_like_a_model(comp)
         return json_response(message, headers=headers)

@@ -1,4 +1,4 @@
-"""The simulator's ASGI app: the three vendors' routes plus ``/_sim/*`` controls.
+"""The simulator's ASGI app: the three vendors' routes (batch APIs too) plus ``/_sim/*`` controls.
 
 ``/_sim/config`` (GET, POST a partial JSON object), ``/_sim/stats`` (GET), ``/_sim/reset``
 (POST, ``{"config": true}`` also restores the start-up config), ``/_sim/health`` (GET).
@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tidegate.providers.simulator import anthropic_api, gemini_api, openai_api
+from tidegate.providers.simulator import (
+    anthropic_api,
+    anthropic_batch,
+    gemini_api,
+    gemini_batch,
+    openai_api,
+    openai_batch,
+)
+from tidegate.providers.simulator.batches import BatchStore
 from tidegate.providers.simulator.config import SimulatorConfig
 from tidegate.providers.simulator.engine import SimState
 from tidegate.providers.simulator.wire import read_json
@@ -27,6 +35,7 @@ Handler = Callable[[Request, SimState], Awaitable[Response]]
 
 def create_app(config: SimulatorConfig | None = None) -> Starlette:
     state = SimState(config or SimulatorConfig())
+    state.batches = BatchStore(state)
 
     def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -62,14 +71,48 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def gemini_models(request: Request, state: SimState) -> Response:
+        model, _, method = request.path_params["rest"].rpartition(":")
+        if method == "batchGenerateContent" and model:
+            return await gemini_batch.create_batch(request, state, model.removeprefix("models/"))
+        return await gemini_api.dispatch(request, state)
+
+    async def v1_batches(request: Request, state: SimState) -> Response:
+        # /v1/batches/... is OpenAI's (``batch_sim…[/cancel]``) and Gemini's (``sim…[:cancel]``).
+        rest = request.path_params["rest"]
+        if not rest.startswith(openai_batch.ID_PREFIX):
+            return await gemini_batch.dispatch(request, state)
+        batch_id, _, action = rest.partition("/")
+        request.path_params["batch_id"] = batch_id
+        if request.method == "GET" and not action:
+            return await openai_batch.get_batch(request, state)
+        if request.method == "POST" and action == "cancel":
+            return await openai_batch.cancel_batch(request, state)
+        return JSONResponse({"error": {"message": "not found", "type": "invalid_request_error",
+                                       "param": None, "code": None}}, 404)
+
     routes = [
         Route("/v1/chat/completions", bind(openai_api.chat), methods=["POST"]),
         Route("/v1/embeddings", bind(openai_api.embeddings), methods=["POST"]),
         Route("/v1/models", bind(openai_api.models), methods=["GET"]),
+        Route("/v1/files", bind(openai_batch.upload_file), methods=["POST"]),
+        Route("/v1/files/{file_id}", bind(openai_batch.get_file), methods=["GET"]),
+        Route("/v1/files/{file_id}/content", bind(openai_batch.file_content), methods=["GET"]),
+        Route("/v1/batches", bind(openai_batch.create_batch), methods=["POST"]),
         Route("/v1/messages", bind(anthropic_api.messages), methods=["POST"]),
+        Route("/v1/messages/batches", bind(anthropic_batch.create_batch), methods=["POST"]),
+        Route("/v1/messages/batches/{batch_id}", bind(anthropic_batch.get_batch),
+              methods=["GET"]),
+        Route("/v1/messages/batches/{batch_id}/cancel", bind(anthropic_batch.cancel_batch),
+              methods=["POST"]),
+        Route("/v1/messages/batches/{batch_id}/results", bind(anthropic_batch.results),
+              methods=["GET"]),
         # google-genai 3.x calls /v1/models/...; older releases and curl examples use /v1beta.
-        Route("/v1beta/models/{rest:path}", bind(gemini_api.dispatch), methods=["POST"]),
-        Route("/v1/models/{rest:path}", bind(gemini_api.dispatch), methods=["POST"]),
+        Route("/v1beta/models/{rest:path}", bind(gemini_models), methods=["POST"]),
+        Route("/v1/models/{rest:path}", bind(gemini_models), methods=["POST"]),
+        Route("/v1beta/batches/{rest:path}", bind(gemini_batch.dispatch),
+              methods=["GET", "POST"]),
+        Route("/v1/batches/{rest:path}", bind(v1_batches), methods=["GET", "POST"]),
         Route("/_sim/config", get_config, methods=["GET"]),
         Route("/_sim/config", post_config, methods=["POST"]),
         Route("/_sim/stats", stats, methods=["GET"]),

@@ -54,6 +54,16 @@ class SimulatorConfig(BaseModel):
     # this is not cached; a hit keeps it for another cache_ttl_s.
     cache_min_tokens: int = Field(default=1024, ge=1)
     cache_ttl_s: float = Field(default=300.0, gt=0)
+    # Batch APIs (OpenAI Batch, Anthropic Message Batches, Gemini batch mode): a batch is
+    # answered whole batch_turnaround_s after its creation, or expires if that is later than
+    # batch_expiry_s (the vendors' 24 h window). Its own quota, far larger than the ordinary
+    # one: tokens enqueued in unfinished batches per key and model (0: unlimited), and requests
+    # per batch. batch_error_rate: each request's chance to come back errored.
+    batch_turnaround_s: float = Field(default=5.0, ge=0)
+    batch_expiry_s: float = Field(default=86_400.0, gt=0)
+    batch_queue_tokens: int = Field(default=5_000_000, ge=0)
+    batch_max_requests: int = Field(default=50_000, ge=1)
+    batch_error_rate: float = Rate
 
     @model_validator(mode="after")
     def _ranges(self) -> SimulatorConfig:

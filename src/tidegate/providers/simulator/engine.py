@@ -15,7 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
@@ -29,9 +29,13 @@ from tidegate.providers.simulator.text import (
 )
 from tidegate.providers.simulator.tokenizer import counter
 
+if TYPE_CHECKING:
+    from tidegate.providers.simulator.batches import BatchStore
+
 COUNTERS = ("requests", "ok", "rate_limited", "server_errors", "client_errors", "hangs",
             "malformed", "input_tokens", "output_tokens",
-            "hangs_disconnected")  # the client closed the connection of a hanging request
+            "hangs_disconnected",  # the client closed the connection of a hanging request
+            "batched")  # requests answered inside a batch (simulator/batches.py)
 
 
 @dataclass(slots=True)
@@ -83,6 +87,7 @@ class SimState:
         self.quotas = self._new_quotas(config)
         self._prompt_cache: dict[tuple[str, str, str, str], float] = {}  # prefix -> expiry
         counter(config.tokenizer)  # a tokenizer that cannot load stops the simulator at start
+        self.batches: BatchStore | None = None  # set by create_app (simulator/batches.py)
 
     def prompt_cache(self, call: Call, prefix: str) -> tuple[int, int]:
         """(tokens read from the cache, tokens written to it) for a prompt that starts with
@@ -134,6 +139,8 @@ class SimState:
             self.quotas = self._new_quotas(self.config)
             self._rng = random.Random(self.config.seed)
             self._prompt_cache = {}
+        if self.batches is not None:
+            self.batches.reset()
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -154,7 +161,7 @@ class SimState:
                     **{f"by_{dim}": {k: dict(v) for k, v in rows.items()}
                        for dim, rows in self.counters.items()}}
 
-    def _roll(self) -> float:
+    def roll(self) -> float:
         with self._lock:
             return self._rng.random()
 
@@ -178,14 +185,14 @@ class SimState:
                              retry_after_s=adm.retry_after_s, admission=adm)
         for status, rate in ((500, c.error_500_rate), (503, c.error_503_rate),
                              (529, c.error_529_rate)):
-            if rate and self._roll() < rate:
+            if rate and self.roll() < rate:
                 self.count(call, server_errors=1)
                 raise SimFailure(status, {500: "server", 503: "unavailable", 529: "overloaded"}[status],
                                  "injected failure", admission=adm)
-        if c.hang_rate and self._roll() < c.hang_rate:
+        if c.hang_rate and self.roll() < c.hang_rate:
             self.count(call, hangs=1)
             return adm, "hang"
-        if c.malformed_rate and self._roll() < c.malformed_rate:
+        if c.malformed_rate and self.roll() < c.malformed_rate:
             self.count(call, malformed=1)
             return adm, "malformed"
         return adm, ""

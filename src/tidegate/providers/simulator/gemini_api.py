@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tidegate.providers.simulator.engine import Call, SimFailure, SimState, chunk_text
+from tidegate.providers.simulator.engine import Call, Completion, SimFailure, SimState, chunk_text
 from tidegate.providers.simulator.vectors import embed_text
 from tidegate.providers.simulator.wire import (
     json_response,
@@ -54,11 +54,11 @@ def error(f: SimFailure, has_key: bool = True) -> Response:
     return json_response(body, status, headers)
 
 
-def _key(request: Request) -> str | None:
+def key_of(request: Request) -> str | None:
     return request.headers.get("x-goog-api-key") or request.query_params.get("key") or None
 
 
-def _parts_text(content: Any) -> str:
+def parts_text(content: Any) -> str:
     if not isinstance(content, dict):
         return ""
     parts = content.get("parts") or []
@@ -81,18 +81,49 @@ async def dispatch(request: Request, state: SimState) -> Response:
     return await handler(request, state, model, method)
 
 
-async def generate(request: Request, state: SimState, model: str, method: str) -> Response:
-    body = await read_json(request)
+def generate_call(body: dict[str, Any] | None, key: str | None, model: str,
+                  state: SimState) -> tuple[Call, str] | None:
+    """The call a generateContent body asks for and its system text; None if not one."""
     if body is None or not isinstance(body.get("contents"), list):
-        return error(SimFailure(400, "bad_request", "contents is required"))
-    texts = [_parts_text(_get(body, "systemInstruction", "system_instruction"))]
-    texts += [_parts_text(c) for c in body["contents"]]
+        return None
+    texts = [parts_text(_get(body, "systemInstruction", "system_instruction"))]
+    texts += [parts_text(c) for c in body["contents"]]
     gen = _get(body, "generationConfig", "generation_config") or {}
     max_tokens = int(_get(gen, "maxOutputTokens", "max_output_tokens") or 8192)
     json_mode = _get(gen, "responseMimeType", "response_mime_type") == "application/json"
-    key = _key(request)
     call = Call("gemini", key, model, "\n".join(t for t in texts if t),
                 sum(state.tokens(t) for t in texts), max_tokens, json_mode)
+    return call, texts[0]
+
+
+def reply(model: str, rid: str, text: str, finish_reason: str | None,
+          usage_md: dict[str, int]) -> dict[str, Any]:
+    cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if finish_reason:
+        cand["finishReason"] = finish_reason
+    return {"candidates": [cand], "usageMetadata": usage_md, "modelVersion": model,
+            "responseId": rid}
+
+
+def answer_of(state: SimState, call: Call, system: str,
+              comp: Completion) -> tuple[str, str, dict[str, int]]:
+    """(response id, finish reason, usage metadata) of an answered call."""
+    finish = "MAX_TOKENS" if comp.truncated else "STOP"
+    # Gemini's implicit caching: a long system instruction seen lately is served from cache.
+    cached, _ = state.prompt_cache(call, system)
+    usage = {"promptTokenCount": call.input_tokens, "candidatesTokenCount": comp.output_tokens,
+             "totalTokenCount": call.input_tokens + comp.output_tokens,
+             **({"cachedContentTokenCount": cached} if cached else {})}
+    return f"sim{state.next_id()}", finish, usage
+
+
+async def generate(request: Request, state: SimState, model: str, method: str) -> Response:
+    body = await read_json(request)
+    key = key_of(request)
+    parsed = generate_call(body, key, model, state)
+    if parsed is None:
+        return error(SimFailure(400, "bad_request", "contents is required"))
+    call, system = parsed
     stream = method == "streamGenerateContent"
     try:
         _adm, fault = state.admit(call)
@@ -104,31 +135,18 @@ async def generate(request: Request, state: SimState, model: str, method: str) -
     if fault == "malformed":
         return malformed_response({}, stream)
     comp = state.complete(call)
-    rid = f"sim{state.next_id()}"
-    finish = "MAX_TOKENS" if comp.truncated else "STOP"
-    # Gemini's implicit caching: a long system instruction seen lately is served from cache.
-    cached, _ = state.prompt_cache(call, texts[0])
-    usage = {"promptTokenCount": call.input_tokens, "candidatesTokenCount": comp.output_tokens,
-             "totalTokenCount": call.input_tokens + comp.output_tokens,
-             **({"cachedContentTokenCount": cached} if cached else {})}
-
-    def reply(text: str, finish_reason: str | None, usage_md: dict[str, int]) -> dict[str, Any]:
-        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
-        if finish_reason:
-            cand["finishReason"] = finish_reason
-        return {"candidates": [cand], "usageMetadata": usage_md, "modelVersion": model,
-                "responseId": rid}
-
+    rid, finish, usage = answer_of(state, call, system, comp)
     if not stream:
         await wait_like_a_model(comp)
-        return json_response(reply(comp.text, finish, usage))
+        return json_response(reply(model, rid, comp.text, finish, usage))
     pieces = chunk_text(comp.text, words_per_chunk=6)
     last = len(pieces) - 1
     partial = {"promptTokenCount": call.input_tokens, "totalTokenCount": call.input_tokens}
     return paced_stream(
         comp, pieces,
-        lambda i, p: [sse(reply(p, finish if i == last else None, usage if i == last else partial))],
-        [], [] if pieces else [sse(reply("", finish, usage))], {})
+        lambda i, p: [sse(reply(model, rid, p, finish if i == last else None,
+                                usage if i == last else partial))],
+        [], [] if pieces else [sse(reply(model, rid, "", finish, usage))], {})
 
 
 async def embed(request: Request, state: SimState, model: str, method: str) -> Response:
@@ -140,8 +158,8 @@ async def embed(request: Request, state: SimState, model: str, method: str) -> R
         return error(SimFailure(400, "bad_request", "requests is required"))
     if len(reqs) > 100:
         return error(SimFailure(400, "bad_request", "at most 100 requests in one batch"))
-    texts = [_parts_text(r.get("content")) for r in reqs if isinstance(r, dict)]
-    key = _key(request)
+    texts = [parts_text(r.get("content")) for r in reqs if isinstance(r, dict)]
+    key = key_of(request)
     call = Call("gemini", key, model, "", sum(state.tokens(t) for t in texts))
     try:
         _adm, fault = state.admit(call)

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tidegate.providers.simulator.engine import Call, SimFailure, SimState, chunk_text
+from tidegate.providers.simulator.engine import Call, Completion, SimFailure, SimState, chunk_text
 from tidegate.providers.simulator.quota import BucketState
 from tidegate.providers.simulator.vectors import embed_text, to_base64
 from tidegate.providers.simulator.wire import (
@@ -83,21 +83,53 @@ def error(f: SimFailure, model: str) -> Response:
     return json_response(body, f.status, headers)
 
 
-def _key(request: Request) -> str | None:
+def key_of(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+
+
+def chat_call(body: dict[str, Any] | None, key: str | None, state: SimState) -> Call | None:
+    """The call a chat completion body asks for; None when the body is not one."""
+    model = str((body or {}).get("model") or "")
+    if body is None or not isinstance(body.get("messages"), list) or not model:
+        return None
+    prompt = "\n".join(_text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+    max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
+    fmt = body.get("response_format") or {}
+    return Call("openai", key, model, prompt, estimate_tokens_of(state, body["messages"]),
+                max_tokens, json_mode=isinstance(fmt, dict) and fmt.get("type") == "json_object")
+
+
+def chat_completion(state: SimState, call: Call, body: dict[str, Any],
+                    comp: Completion) -> tuple[str, int, str, dict[str, Any]]:
+    """(id, created, finish reason, usage) of an answered chat completion."""
+    cid, created = f"chatcmpl-sim{state.next_id()}", int(time.time())
+    finish = "length" if comp.truncated else "stop"
+    # OpenAI caches long prompts' prefixes by itself; the first message stands for the prefix.
+    first = body["messages"][0] if body["messages"] else {}
+    cached, _ = state.prompt_cache(call, _text_of(first.get("content"))
+                                   if isinstance(first, dict) else "")
+    usage = {"prompt_tokens": call.input_tokens, "completion_tokens": comp.output_tokens,
+             "total_tokens": call.input_tokens + comp.output_tokens,
+             "prompt_tokens_details": {"cached_tokens": cached}}
+    return cid, created, finish, usage
+
+
+def completion_body(cid: str, created: int, model: str, comp: Completion, finish: str,
+                    usage: dict[str, Any]) -> dict[str, Any]:
+    return {"id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": comp.text,
+                                                 "refusal": None},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": usage, "system_fingerprint": "fp_sim"}
 
 
 async def chat(request: Request, state: SimState) -> Response:
     body = await read_json(request)
     model = str((body or {}).get("model") or "")
-    if body is None or not isinstance(body.get("messages"), list) or not model:
+    call = chat_call(body, key_of(request), state)
+    if body is None or call is None:
         return error(SimFailure(400, "bad_request", "'model' and 'messages' are required"), model)
-    prompt = "\n".join(_text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict))
-    max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
-    fmt = body.get("response_format") or {}
-    call = Call("openai", _key(request), model, prompt, estimate_tokens_of(state, body["messages"]),
-                max_tokens, json_mode=isinstance(fmt, dict) and fmt.get("type") == "json_object")
     stream = bool(body.get("stream"))
     try:
         adm, fault = state.admit(call)
@@ -110,23 +142,11 @@ async def chat(request: Request, state: SimState) -> Response:
     if fault == "malformed":
         return malformed_response(headers, stream)
     comp = state.complete(call)
-    cid, created = f"chatcmpl-sim{state.next_id()}", int(time.time())
-    finish = "length" if comp.truncated else "stop"
-    # OpenAI caches long prompts' prefixes by itself; the first message stands for the prefix.
-    first = body["messages"][0] if body["messages"] else {}
-    cached, _ = state.prompt_cache(call, _text_of(first.get("content"))
-                                   if isinstance(first, dict) else "")
-    usage = {"prompt_tokens": call.input_tokens, "completion_tokens": comp.output_tokens,
-             "total_tokens": call.input_tokens + comp.output_tokens,
-             "prompt_tokens_details": {"cached_tokens": cached}}
+    cid, created, finish, usage = chat_completion(state, call, body, comp)
     if not stream:
         await wait_like_a_model(comp)
-        return json_response({
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": comp.text,
-                                                 "refusal": None},
-                         "logprobs": None, "finish_reason": finish}],
-            "usage": usage, "system_fingerprint": "fp_sim"}, headers=headers)
+        return json_response(completion_body(cid, created, model, comp, finish, usage),
+                             headers=headers)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
@@ -159,7 +179,7 @@ async def embeddings(request: Request, state: SimState) -> Response:
         return error(SimFailure(400, "bad_request",
                                 f"'input' must have at most {MAX_EMBED_INPUTS} items"), model)
     texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in inputs]
-    call = Call("openai", _key(request), model, "", sum(state.tokens(t) for t in texts))
+    call = Call("openai", key_of(request), model, "", sum(state.tokens(t) for t in texts))
     try:
         adm, fault = state.admit(call)
     except SimFailure as f:
