@@ -254,12 +254,29 @@ def test_a_deadline_is_accepted_shown_and_validated(api) -> None:
                                       "expires_at": at.isoformat()}, headers=a)
     job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
     assert datetime.fromisoformat(job["expires_at"]) == at
+    # deadline_at: the same deadline under its own name, kept on the row and shown.
+    r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"},
+                                      "deadline_at": at.isoformat(),
+                                      "on_deadline_unmeetable": "warn"}, headers=a)
+    assert r.status_code == 202, r.text
+    assert datetime.fromisoformat(r.json()["deadline_at"]) == at
+    job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
+    assert datetime.fromisoformat(job["deadline_at"]) == at
+    assert datetime.fromisoformat(job["expires_at"]) == at
+    before = client.get("/v1/jobs", headers=a).json()["jobs"]
     for bad in ({"deadline_s": 0}, {"deadline_s": 5, "expires_at": at.isoformat()},
+                {"deadline_s": 5, "deadline_at": at.isoformat()},
+                {"deadline_at": at.isoformat(), "expires_at": at.isoformat()},
+                {"deadline_at": "2030-01-01T00:00:00"}, {"deadline_at": "tomorrow"},
+                {"deadline_s": 1e12}, {"deadline_s": "soon"},
+                {"on_deadline_unmeetable": "ignore"},
+                {"deadline_at": "2001-01-01T00:00:00Z"},
                 {"expires_at": "2001-01-01T00:00:00Z"}):
         r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"}, **bad},
                         headers=a)
-        assert r.status_code in (400, 422), (bad, r.text)
-        assert "error" in r.json(), r.text
+        assert r.status_code == 422, (bad, r.text)
+        assert set(r.json()["error"]) >= {"code", "message"}, r.text
+    assert client.get("/v1/jobs", headers=a).json()["jobs"] == before  # nothing stored
 
 
 def test_openapi_documents_every_error_a_route_can_answer(api) -> None:

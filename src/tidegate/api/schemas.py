@@ -56,10 +56,19 @@ class JobCreate(BaseModel):
     priority: Literal["high", "medium", "low"] | None = Field(
         default=None, description="overrides the job type's default queue")
     metadata: dict[str, Any] | None = Field(default=None, description="echoed back, not used")
-    deadline_s: float | None = Field(default=None, gt=0, description="seconds from now; past "
-                                     "them the job fails with `expired` instead of waiting")
-    expires_at: datetime | None = Field(default=None, description="the same deadline as a "
-                                        "time with a zone; give one of the two")
+    deadline_s: float | None = Field(default=None, gt=0, le=366 * 86400, description="the "
+                                     "job's deadline in seconds from now: past it the job "
+                                     "fails with `expired` instead of waiting; give at most "
+                                     "one of `deadline_s`, `deadline_at`, `expires_at`")
+    deadline_at: datetime | None = Field(default=None, description="the same deadline as an "
+                                         "RFC 3339 time with a zone")
+    expires_at: datetime | None = Field(default=None, description="the older name of "
+                                        "`deadline_at`",
+                                        json_schema_extra={"deprecated": True})
+    on_deadline_unmeetable: Literal["refuse", "warn"] = Field(
+        default="warn", description="when the first estimate (`eta.finish_at`) is after the "
+        "deadline: `refuse` answers 409 `deadline_unmeetable` and stores nothing; `warn` "
+        "accepts the job with a `deadline_unmeetable` entry in `warnings`")
     webhook: WebhookSpec | None = Field(default=None, description="signed callbacks for this "
                                         "job's events (beside the tenant's default webhooks)")
 
@@ -146,6 +155,7 @@ class JobAccepted(BaseModel):
     type: str
     priority: str
     created_at: datetime
+    deadline_at: datetime | None = None
     webhook: WebhookCreated | None = None
 
 
@@ -167,7 +177,10 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="when the job fails "
+                                        "`expired` if it has not finished")
+    deadline_at: datetime | None = Field(default=None, description="the deadline given at "
+                                         "submit")
     schedule: str | None = Field(default=None, description="the schedule that created "
                                  "this job, if one did")
 
@@ -182,7 +195,7 @@ class JobPublic(BaseModel):
             usage=UsagePublic.of(job),
             metadata=job.metadata, cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            expires_at=job.expires_at, schedule=job.schedule)
+            expires_at=job.expires_at, deadline_at=job.deadline_at, schedule=job.schedule)
 
 
 class Me(BaseModel):

@@ -49,7 +49,9 @@ def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
     job, created = service.submit(tenant=caller.tenant, type=body.type, input=body.input,
                                   priority=body.priority, metadata=body.metadata,
                                   idempotency_key=idempotency_key,
-                                  deadline_s=body.deadline_s, expires_at=body.expires_at,
+                                  deadline_s=body.deadline_s, deadline_at=body.deadline_at,
+                                  expires_at=body.expires_at,
+                                  on_deadline_unmeetable=body.on_deadline_unmeetable,
                                   webhook=hook, webhook_secret=secret)
     count_submission(job, created)
     shown = None
@@ -58,7 +60,8 @@ def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
                                events=hook["events"] or list(DEFAULT_WEBHOOK_KINDS),
                                created_at=job.created_at, secret=secret if created else None)
     return JobAccepted(job_id=job.id, status=job.status.value, type=job.type,
-                       priority=job.priority.value, created_at=job.created_at, webhook=shown)
+                       priority=job.priority.value, created_at=job.created_at,
+                       deadline_at=job.deadline_at, webhook=shown)
 
 
 @router.get("", response_model=JobList,
