@@ -32,26 +32,30 @@ def picture(waiters: list[Waiter], **kw: object) -> Picture:
     return Picture(**{**base, **kw})  # type: ignore[arg-type]
 
 
+def est(job: Waiter, pic: Picture) -> Eta:
+    return estimate(job, pic, counted=any(w.job_id == job.job_id for w in pic.waiters))
+
+
 def test_a_job_without_a_lane_starts_now_and_runs_its_type_s_duration() -> None:
-    eta = estimate(waiter(0, type="echo", parked=False), picture([]))
+    eta = est(waiter(0, type="echo", parked=False), picture([]))
     assert eta.start_at == NOW and eta.finish_at == pytest.approx(NOW + 3.0)
 
 
 def test_the_queue_ahead_leaves_at_the_observed_throughput() -> None:
     queued = [waiter(i, type="echo", parked=False) for i in range(4)]
     later = waiter(9, type="echo", parked=False)
-    eta = estimate(later, picture(queued + [later], throughput_per_s=2.0))
+    eta = est(later, picture(queued + [later], throughput_per_s=2.0))
     assert eta.start_at == pytest.approx(NOW + 2.0)  # 4 ahead at 2 a second
     assert eta.finish_at == pytest.approx(NOW + 5.0)
     # A high-priority job goes before them all; a low one after them.
     high = waiter(10, type="echo", priority="high", parked=False)
-    assert estimate(high, picture(queued + [high], throughput_per_s=2.0)).start_at == NOW
+    assert est(high, picture(queued + [high], throughput_per_s=2.0)).start_at == NOW
 
 
 def test_single_calls_ahead_on_a_lane_take_a_second_each() -> None:
     ahead = [waiter(i) for i in range(10)]
     me = waiter(20)
-    eta = estimate(me, picture(ahead + [me]))
+    eta = est(me, picture(ahead + [me]))
     # 10 calls ahead, then its own, then the call's own tail.
     assert eta.finish_at == pytest.approx(NOW + 11 + 0.5, abs=0.01)
 
@@ -60,20 +64,20 @@ def test_higher_priorities_go_first_and_lower_ones_do_not_count() -> None:
     medium = [waiter(i) for i in range(10)]
     low = [waiter(30 + i, priority="low") for i in range(50)]
     high = waiter(99, priority="high")
-    eta = estimate(high, picture(medium + low + [high]))
+    eta = est(high, picture(medium + low + [high]))
     assert eta.finish_at == pytest.approx(NOW + 1 + 0.5, abs=0.01)
     me = waiter(98)
-    assert estimate(me, picture(medium + low + [high, me])).finish_at == pytest.approx(
+    assert est(me, picture(medium + low + [high, me])).finish_at == pytest.approx(
         NOW + 12 + 0.5, abs=0.01)
 
 
 def test_a_short_job_shares_the_lane_with_long_ones_instead_of_queueing_behind_them() -> None:
     reports = [waiter(i, type="report") for i in range(5)]  # 3 s of lane each
     chat = waiter(9)
-    eta = estimate(chat, picture(reports + [chat]))
+    eta = est(chat, picture(reports + [chat]))
     # Each report gets one call in before the chat's one: 5 + 1 s, not 15 + 1 s.
     assert eta.finish_at == pytest.approx(NOW + 6 + 0.5, abs=0.01)
-    last_report = estimate(reports[-1], picture(reports + [chat]))
+    last_report = est(reports[-1], picture(reports + [chat]))
     assert last_report.finish_at == pytest.approx(NOW + 16 + 0.5, abs=0.01)
 
 
@@ -81,37 +85,37 @@ def test_a_heavier_tenant_gets_more_of_the_lane() -> None:
     mine = [waiter(i, type="report", tenant="big") for i in range(2)]
     theirs = [waiter(10 + i, type="report", tenant="small") for i in range(2)]
     everyone = mine + theirs
-    even = estimate(mine[0], picture(everyone))
-    heavy = estimate(mine[0], picture(everyone, weights={"big": 3.0, "small": 1.0}))
+    even = est(mine[0], picture(everyone))
+    heavy = est(mine[0], picture(everyone, weights={"big": 3.0, "small": 1.0}))
     assert heavy.finish_at < even.finish_at
 
 
 def test_work_still_to_come_and_a_pause_push_the_finish_out() -> None:
     ahead = [waiter(i) for i in range(10)]
     me = waiter(20)
-    quiet = estimate(me, picture(ahead + [me]))
-    busy = estimate(me, picture(ahead + [me], load={(LANE, "high"): 0.5}))
+    quiet = est(me, picture(ahead + [me]))
+    busy = est(me, picture(ahead + [me], load={(LANE, "high"): 0.5}))
     assert busy.finish_at - NOW == pytest.approx(2 * (quiet.finish_at - NOW - 0.5) + 0.5,
                                                  abs=0.01)
-    paused = estimate(me, picture(ahead + [me], lanes={LANE: LaneRate(rpm=60,
+    paused = est(me, picture(ahead + [me], lanes={LANE: LaneRate(rpm=60,
                                                                        paused_for_s=30)}))
     assert paused.finish_at == pytest.approx(quiet.finish_at + 30)
     # A lane loaded past its rate: a bounded estimate with a low confidence.
-    swamped = estimate(me, picture(ahead + [me], load={(LANE, "high"): 2.0}))
+    swamped = est(me, picture(ahead + [me], load={(LANE, "high"): 2.0}))
     assert swamped.finish_at < NOW + 200 and swamped.confidence < quiet.confidence
 
 
 def test_tokens_can_be_the_tighter_limit() -> None:
     ahead = [waiter(i) for i in range(10)]
     me = waiter(20)
-    eta = estimate(me, picture(ahead + [me], lanes={LANE: LaneRate(rpm=600, tpm=6000)}))
+    eta = est(me, picture(ahead + [me], lanes={LANE: LaneRate(rpm=600, tpm=6000)}))
     assert eta.finish_at == pytest.approx(NOW + 11 * 2 + 0.5, abs=0.01)  # 200 tokens: 2 s
 
 
 def test_confidence_grows_with_the_runs_it_rests_on() -> None:
-    few = estimate(waiter(0), picture([], stats={"chat": TypeStats(samples=1, calls=1)}))
-    many = estimate(waiter(0), picture([]))
-    none = estimate(waiter(0), picture([], stats={}))
+    few = est(waiter(0), picture([], stats={"chat": TypeStats(samples=1, calls=1)}))
+    many = est(waiter(0), picture([]))
+    none = est(waiter(0), picture([], stats={}))
     assert none.confidence < few.confidence < many.confidence <= 0.95
 
 
@@ -119,8 +123,23 @@ def test_progress_counts_what_a_running_job_already_spent() -> None:
     half = waiter(0, type="report", progress=50.0, running=True, parked=False)
     me = waiter(9, type="report")
     # The running report needs 1.5 s more; this one 3 s, sharing: 1.5 + 3 s.
-    assert estimate(me, picture([half, me])).finish_at == pytest.approx(NOW + 4.5 + 0.5,
+    assert est(me, picture([half, me])).finish_at == pytest.approx(NOW + 4.5 + 0.5,
                                                                         abs=0.01)
+
+
+def test_a_group_of_alike_jobs_counts_as_its_members() -> None:
+    """The feed sends jobs of one kind as a group: the same estimate as one by one."""
+    one_by_one = [waiter(i) for i in range(10)]
+    group = Waiter(job_id="g", type="chat", priority="medium", tenant="t",
+                   submitted_at=NOW - 100, last_at=NOW - 91, count=10, parked=True)
+    me = waiter(20)
+    assert est(me, picture(one_by_one)).finish_at == pytest.approx(
+        est(me, picture([group])).finish_at)
+    # A member of the group: half of the group is ahead of a job submitted in its middle.
+    middle = Waiter(job_id="x", type="chat", priority="medium", tenant="t",
+                    submitted_at=NOW - 95.5, parked=True)
+    eta = estimate(middle, picture([group]), counted=True)
+    assert eta.finish_at == pytest.approx(NOW + 0.5 * 9 + 1 + 0.5, abs=0.01)
 
 
 def test_only_material_changes_are_news() -> None:
@@ -145,7 +164,7 @@ def test_the_estimate_matches_the_limiter_it_models() -> None:
     stats = {"report": TypeStats(20, 3.0, 0.0, 3, 0, 0), "chat": TypeStats(20, 1.0, 0.0, 1, 0,
                                                                            0)}
     pic = picture(jobs, stats=stats)
-    predicted = {j.job_id: estimate(j, pic).finish_at for j in jobs}
+    predicted = {j.job_id: est(j, pic).finish_at for j in jobs}
     left = {j.job_id: 3 if j.type == "report" else 1 for j in jobs}
     due = {j.job_id: NOW for j in jobs}
     finished: dict[str, float] = {}

@@ -6,7 +6,7 @@ imports only pydantic and the framework-free core: never FastAPI, SQLAlchemy or 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,6 +149,41 @@ BODY_ERRORS = error_responses(**{"400": "the body is not JSON",
                                  "422": "invalid request"})
 
 
+class EtaPublic(BaseModel):
+    """When a waiting job is expected to start and finish (see docs/operations.md, "ETA")."""
+
+    start_at: datetime
+    finish_at: datetime
+    confidence: float = Field(ge=0, le=1, description="0-1: how much the estimate rests on "
+                              "(the type's recent runs, a known lane rate, a lane not swamped)")
+
+    @classmethod
+    def of(cls, eta: Any) -> EtaPublic | None:
+        """From a ``core.eta.Eta`` (None: no estimate)."""
+        if eta is None:
+            return None
+        return cls(start_at=datetime.fromtimestamp(eta.start_at, UTC),
+                   finish_at=datetime.fromtimestamp(eta.finish_at, UTC),
+                   confidence=eta.confidence)
+
+
+class WarningPublic(BaseModel):
+    code: str = Field(description="`deadline_unmeetable`: the estimate finishes after the "
+                      "deadline")
+    message: str
+
+
+class DeadlineErrorPublic(ErrorPublic):
+    eta: EtaPublic | None = Field(default=None, description="`deadline_unmeetable`: the "
+                                  "estimate that misses the deadline")
+
+
+class DeadlineErrorBody(BaseModel):
+    """409 `deadline_unmeetable`: refused (`on_deadline_unmeetable: refuse`), nothing stored."""
+
+    error: DeadlineErrorPublic
+
+
 class JobAccepted(BaseModel):
     job_id: str
     status: str
@@ -156,6 +191,9 @@ class JobAccepted(BaseModel):
     priority: str
     created_at: datetime
     deadline_at: datetime | None = None
+    eta: EtaPublic | None = Field(default=None, description="the first estimate, while the "
+                                  "job waits")
+    warnings: list[WarningPublic] = Field(default_factory=list)
     webhook: WebhookCreated | None = None
 
 
@@ -183,9 +221,11 @@ class JobPublic(BaseModel):
                                          "submit")
     schedule: str | None = Field(default=None, description="the schedule that created "
                                  "this job, if one did")
+    eta: EtaPublic | None = Field(default=None, description="while the job is queued or "
+                                  "waiting for quota (in `GET /v1/jobs/{id}`; null in lists)")
 
     @classmethod
-    def of(cls, job: Job) -> JobPublic:
+    def of(cls, job: Job, eta: Any = None) -> JobPublic:
         return cls(
             job_id=job.id, type=job.type, tenant=job.tenant, status=job.status.value,
             priority=job.priority.value,
@@ -195,7 +235,8 @@ class JobPublic(BaseModel):
             usage=UsagePublic.of(job),
             metadata=job.metadata, cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            expires_at=job.expires_at, deadline_at=job.deadline_at, schedule=job.schedule)
+            expires_at=job.expires_at, deadline_at=job.deadline_at, schedule=job.schedule,
+            eta=EtaPublic.of(eta))
 
 
 class Me(BaseModel):

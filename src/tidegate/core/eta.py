@@ -31,7 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from math import isfinite
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .models import Job
 
 PRIORITY_ORDER: tuple[str, ...] = ("high", "medium", "low")
 # Stretch of the work ahead at most (load at 90 % of the lane): beyond, the queue grows
@@ -84,7 +89,8 @@ class LaneRate:
 
 @dataclass(frozen=True, slots=True)
 class Waiter:
-    """A job not yet finished, as the estimate sees it."""
+    """A job not yet finished as the estimate sees it, or ``count`` alike jobs (same type,
+    priority, tenant and state) submitted from ``submitted_at`` to ``last_at``, evenly."""
 
     job_id: str
     type: str
@@ -93,8 +99,14 @@ class Waiter:
     submitted_at: float
     running: bool = False  # claimed by a worker (possibly waiting for quota in its handler)
     parked: bool = False  # waiting for quota off a worker slot (status retrying)
-    progress: float = 0.0  # 0-100, the job's own report: what part of its need is spent
+    progress: float = 0.0  # 0-100, the job's own report (a group's mean)
     started_at: float | None = None
+    count: int = 1
+    last_at: float | None = None
+
+    def same_kind(self, other: Waiter) -> bool:
+        return (self.type, self.priority, self.tenant, self.running, self.parked) == (
+            other.type, other.priority, other.tenant, other.running, other.parked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,19 @@ class Eta:
     confidence: float
 
 
+class Estimator(Protocol):
+    """Where the service gets estimates (``tidegate.adapters.eta_feed.EtaFeed``). Both answer
+    None when no estimate can be made: an estimate is advice, never a reason to fail."""
+
+    def eta_of(self, job: Job) -> Eta | None:
+        """A stored job's estimate; None unless it is waiting."""
+        ...
+
+    def eta_of_new(self, job: Job) -> Eta | None:
+        """The estimate of a job about to be stored, as the newest of its priority."""
+        ...
+
+
 def stats_of(picture: Picture, job_type: str) -> TypeStats:
     return picture.stats.get(job_type) or TypeStats()
 
@@ -133,13 +158,14 @@ def need_s(picture: Picture, job_type: str) -> float | None:
     return rate.seconds_of(st.calls, st.input_tokens, st.output_tokens)
 
 
-def estimate(job: Waiter, picture: Picture) -> Eta:
-    """The job's estimate; ``job`` may be one of ``picture.waiters`` or a job about to be
-    submitted (then it counts as the newest of its priority)."""
+def estimate(job: Waiter, picture: Picture, *, counted: bool = False) -> Eta:
+    """The job's estimate. ``counted``: ``job`` is among ``picture.waiters`` (itself, or in
+    the group of its kind); else it is a job about to be submitted."""
     now = picture.now
     st = stats_of(picture, job.type)
     confidence = st.samples / (st.samples + 5.0)
-    slot_start = now if job.running or job.parked else now + _slot_wait(job, picture)
+    slot_start = (now if job.running or job.parked
+                  else now + _slot_wait(job, picture, counted))
     lane = picture.lane_of.get(job.type)
     rate = picture.lanes.get(lane) if lane is not None else None
     own = need_s(picture, job.type)
@@ -153,28 +179,28 @@ def estimate(job: Waiter, picture: Picture) -> Eta:
     mine = _remaining(job, own)
     per_call = own / max(1.0, st.calls)
     my_rank = PRIORITY_ORDER.index(job.priority)
-    me_key = (job.submitted_at, job.job_id)
     higher = flow_all = flow_first = 0.0
     others: dict[str, float] = {}  # other tenants' flows at this priority: their remaining need
     for w in picture.waiters:
-        if w.job_id == job.job_id or picture.lane_of.get(w.type) != lane:
+        if picture.lane_of.get(w.type) != lane:
             continue
         w_need = need_s(picture, w.type)
         if w_need is None:
             continue
+        before, after = _split(w, job, counted)
         rem = _remaining(w, w_need)
         rank = PRIORITY_ORDER.index(w.priority)
         if rank < my_rank:
-            higher += rem
+            higher += rem * (before + after)
         elif rank > my_rank:
             continue
         elif w.tenant != job.tenant:
-            others[w.tenant] = others.get(w.tenant, 0.0) + rem
-        elif (w.submitted_at, w.job_id) < me_key:  # ahead in the flow: a call per turn
-            flow_all += min(rem, mine)
-            flow_first += min(rem, per_call)
-        else:  # behind: its turn comes after this job's in every round but the last
-            flow_all += min(rem, max(0.0, mine - per_call))
+            others[w.tenant] = others.get(w.tenant, 0.0) + rem * (before + after)
+        else:
+            # Ahead in the flow: a call per turn, up to this job's need; behind: its turn
+            # comes after this job's in every round but the last.
+            flow_all += before * min(rem, mine) + after * min(rem, max(0.0, mine - per_call))
+            flow_first += before * min(rem, per_call)
     flow_all += mine
     flow_first += per_call
     phi = picture.weights.get(job.tenant, 1.0)
@@ -216,18 +242,46 @@ def _remaining(w: Waiter, need: float) -> float:
     return need * (1.0 - min(max(w.progress, 0.0), 99.0) / 100.0)
 
 
-def _slot_wait(job: Waiter, picture: Picture) -> float:
+def _split(w: Waiter, job: Waiter, counted: bool) -> tuple[float, float]:
+    """How many of ``w``'s jobs were submitted before ``job``, and after it (``job`` itself
+    left out)."""
+    n = float(w.count)
+    mine = counted and (w.job_id == job.job_id if w.count == 1 else w.same_kind(job))
+    if mine:
+        n -= 1.0
+        if w.count == 1:
+            return 0.0, 0.0
+    if w.count == 1:
+        return ((1.0, 0.0) if (w.submitted_at, w.job_id) < (job.submitted_at, job.job_id)
+                else (0.0, 1.0))
+    first, last = w.submitted_at, w.last_at if w.last_at is not None else w.submitted_at
+    if job.submitted_at >= last:
+        frac = 1.0
+    elif job.submitted_at <= first or last <= first:
+        frac = 0.0
+    else:
+        frac = (job.submitted_at - first) / (last - first)
+    return n * frac, n * (1.0 - frac)
+
+
+def _slot_wait(job: Waiter, picture: Picture, counted: bool) -> float:
     """Seconds until a worker takes the job: the queued jobs ahead at the observed rate."""
     rank = PRIORITY_ORDER.index(job.priority)
-    ahead = sum(1 for w in picture.waiters
-                if w.job_id != job.job_id and not w.running and not w.parked
-                and (PRIORITY_ORDER.index(w.priority) < rank
-                     or (w.priority == job.priority and w.submitted_at <= job.submitted_at)))
-    if ahead == 0:
+    ahead = 0.0
+    for w in picture.waiters:
+        if w.running or w.parked:
+            continue
+        before, after = _split(w, job, counted)
+        w_rank = PRIORITY_ORDER.index(w.priority)
+        if w_rank < rank:
+            ahead += before + after
+        elif w_rank == rank:
+            ahead += before
+    if ahead < 0.5:
         return 0.0
     if picture.throughput_per_s > 0:
         return ahead / picture.throughput_per_s
-    running = sum(1 for w in picture.waiters if w.running)
+    running = sum(w.count for w in picture.waiters if w.running)
     # Nothing finished lately: each running job frees its slot after a typical run.
     return ahead * stats_of(picture, job.type).run_s / max(1, running)
 
@@ -236,3 +290,13 @@ def _bounded(start_at: float, finish_at: float, confidence: float, now: float) -
     start_at = max(now, start_at) if isfinite(start_at) else now
     finish_at = max(start_at, finish_at) if isfinite(finish_at) else start_at
     return Eta(start_at, finish_at, round(min(0.95, max(0.05, confidence)), 2))
+
+
+def eta_json(eta: Eta) -> dict[str, str | float]:
+    """The estimate as the API shows it: RFC 3339 times (UTC) and the confidence."""
+    return {"start_at": _iso(eta.start_at), "finish_at": _iso(eta.finish_at),
+            "confidence": eta.confidence}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")

@@ -107,6 +107,10 @@ class Job:
     webhook: dict[str, Any] | None = None
     # The name of the schedule that created this job (its tenant's), or None.
     schedule: str | None = None
+    # Only on submit, never stored: the first estimate (core.eta.Eta) and what the caller is
+    # warned of (``{"code", "message"}``, e.g. a deadline the estimate misses).
+    eta: Any = None
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def error(self) -> dict[str, str] | None:

@@ -14,6 +14,7 @@ from typing import Any
 from .cursors import cursor_key, decode_cursor, encode_cursor
 from .errors import (
     AlreadyTerminal,
+    DeadlineUnmeetable,
     IdempotencyMismatch,
     InvalidInput,
     InvalidRequest,
@@ -21,6 +22,7 @@ from .errors import (
     Unavailable,
     shorten,
 )
+from .eta import Estimator, Eta, eta_json
 from .jsonsafe import readable, require_storable, text_problem
 from .models import CursorPage, EventNote, Job, new_job_id, utcnow
 from .outbox import SendOutbox, label_of
@@ -58,8 +60,11 @@ class JobService:
                  clock: Callable[[], datetime] = utcnow, secret: str | None = None,
                  validation_context: Mapping[str, Any] | None = None,
                  gate: TenantGate | None = None,
-                 outbox: SendOutbox | None = None) -> None:
+                 outbox: SendOutbox | None = None,
+                 estimator: Estimator | None = None) -> None:
         self.store = store
+        # Each waiting job's ETA (core/eta.py), and the check of a deadline at submit.
+        self.estimator = estimator
         # Given (the API): new jobs are sent and marked sent in batches after the answer;
         # else at once (the sweep, the CLI, workers, tests).
         self.outbox = outbox
@@ -108,9 +113,9 @@ class JobService:
                                + ", ".join(DEADLINE_ACTIONS))
         deadline = self._deadline(deadline_s, deadline_at, expires_at)
         # A replay of an accepted submit answers with its job: the limits were applied to it.
-        if self.gate is not None and (
-                idempotency_key is None
-                or self.store.by_idempotency_key(tenant, idempotency_key) is None):
+        fresh = (idempotency_key is None
+                 or self.store.by_idempotency_key(tenant, idempotency_key) is None)
+        if self.gate is not None and fresh:
             self.gate.check_submit(self.store, tenant=tenant, priority=prio,
                                    estimate=input_estimate(validated.model_dump(mode="json")))
         job_id = new_job_id()
@@ -123,6 +128,8 @@ class JobService:
                   webhook=None if webhook is None else {
                       # One own webhook per job: its endpoint has the job's id.
                       **webhook, "id": job_id, "secret": webhook_secret})
+        eta, warnings = self._first_estimate(job, refuse=fresh and
+                                             on_deadline_unmeetable == "refuse")
         fingerprint = job.request_fingerprint
         job, created = self.store.create(job)
         if not created and job.request_fingerprint not in (None, fingerprint):
@@ -132,7 +139,37 @@ class JobService:
                 "send the same request to get its job, or use a new key")
         if created:
             self.dispatch(job)
+            job.eta, job.warnings = eta, warnings
+        else:
+            job.eta = self.eta_of(job)
         return job, created
+
+    def _first_estimate(self, job: Job, *, refuse: bool) -> tuple[Eta | None, list[dict[str, str]]]:
+        """The new job's estimate, and its warnings; raises DeadlineUnmeetable when it misses
+        the deadline and the caller asked to be refused (nothing is stored then)."""
+        eta = self.estimator.eta_of_new(job) if self.estimator is not None else None
+        if eta is None or job.deadline_at is None:
+            return eta, []
+        late_s = eta.finish_at - job.deadline_at.timestamp()
+        if late_s <= 0:
+            return eta, []
+        finish = datetime.fromtimestamp(eta.finish_at, UTC).isoformat(timespec="seconds")
+        message = (f"the estimate finishes at {finish}, {late_s:.0f}s after the deadline "
+                   f"(confidence {eta.confidence:g})")
+        if refuse:
+            raise DeadlineUnmeetable(message + "; nothing was stored",
+                                     details={"eta": eta_json(eta)})
+        return eta, [{"code": DeadlineUnmeetable.code, "message": message}]
+
+    def eta_of(self, job: Job) -> Eta | None:
+        """The job's current estimate: None unless it waits (or when none can be made)."""
+        if self.estimator is None or job.status.terminal:
+            return None
+        try:
+            return self.estimator.eta_of(job)
+        except Exception:  # advice: never the reason a read fails
+            log.warning("no ETA for job %s", job.id, exc_info=True)
+            return None
 
     def prepare(self, *, tenant: str, type: str, input: Any, priority: str | None,
                 idempotency_key: str | None, schedule: str | None) -> Job:
