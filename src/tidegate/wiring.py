@@ -105,7 +105,30 @@ class Container:
         return JobService(self.store, self.dispatcher, self.registry,
                           secret=self.settings.secret_key,
                           validation_context={LLM_CONFIG: self.llm_config},
-                          gate=self.tenant_gate, outbox=self.outbox)
+                          gate=self.tenant_gate, outbox=self.outbox,
+                          estimator=self.eta_feed)
+
+    @cached_property
+    def eta_feed(self) -> Any:
+        """Each waiting job's ETA, from the job table and the shared limiter's lanes (without
+        a shared Redis the lanes' rates are unknown: only worker queues are estimated)."""
+        from .adapters.eta_feed import EtaFeed
+        from .adapters.limiter import RedisLimiter
+
+        client = self.state_client
+        config = self.llm_config
+        registry = self.registry
+
+        def lane_of(job_type: str, made_calls: bool | None) -> str | None:
+            if job_type in config.jobs:
+                return config.default_model(job_type)
+            own = registry.get(job_type).model if job_type in registry else None
+            if own is not None:
+                return config.lane(own)
+            return config.default_model(job_type) if made_calls else None
+
+        return EtaFeed(self.engine, None if client is None else RedisLimiter(client), lane_of,
+                       weights=self.tenant_gate.weight)
 
     @cached_property
     def frontier(self) -> RedisFrontier | None:

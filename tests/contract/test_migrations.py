@@ -104,3 +104,45 @@ def test_postgresql_existing_keys_keep_working() -> None:
         engine = make_engine(url)
         _keys_keep_working(engine)
         engine.dispose()
+
+
+def _deadlines_carry_over(engine: sa.Engine) -> None:
+    """A job's expiry was its caller's deadline before 0009: it becomes the job's deadline_at,
+    and a job without one keeps none; the store reads both back."""
+    from datetime import UTC, datetime
+
+    from tidegate.adapters.sql import SqlJobStore
+
+    upgrade(engine, "0008")
+    with engine.begin() as conn:
+        for job_id, expires in (("with", "2030-01-02 03:04:05"), ("without", None)):
+            conn.execute(sa.text(
+                "INSERT INTO tg_jobs (id, tenant, type, status, priority, input, metadata, "
+                "max_attempts, checkpoint, created_at, updated_at, expires_at) VALUES "
+                "(:id, 't', 'echo', 'queued', 'medium', '{}', '{}', 3, '{}', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :expires)"),
+                {"id": job_id, "expires": expires})
+    upgrade(engine)
+    store = SqlJobStore(engine)
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with_deadline, without = store.get("with"), store.get("without")
+    assert with_deadline is not None and without is not None
+    assert (with_deadline.deadline_at, with_deadline.expires_at) == (at, at)
+    assert (without.deadline_at, without.expires_at) == (None, None)
+    index = {i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("tg_jobs")}
+    assert index["ix_tg_jobs_type_status_finished"] == ["type", "status", "finished_at"]
+
+
+def test_sqlite_deadlines_carry_over(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    _deadlines_carry_over(engine)
+    engine.dispose()
+
+
+def test_postgresql_deadlines_carry_over() -> None:
+    from tests.services import fresh_pg_database
+
+    with fresh_pg_database() as url:
+        engine = make_engine(url)
+        _deadlines_carry_over(engine)
+        engine.dispose()

@@ -204,8 +204,16 @@ def test_purge_keeps_failed_longer(store) -> None:
     assert store.get(ok.id) is None and store.get(bad.id) is not None
 
 
+def test_a_deadline_is_stored_and_read_back(store) -> None:
+    at = (utcnow() + timedelta(hours=2)).replace(microsecond=0)
+    job, _ = store.create(make_job(deadline_at=at, expires_at=at))
+    got = store.get(job.id)
+    assert (got.deadline_at, got.expires_at) == (at, at)
+    assert store.get(store.create(make_job())[0].id).deadline_at is None
+
+
 def test_failed_job_can_be_replayed(store) -> None:
-    job, _ = store.create(make_job())
+    job, _ = store.create(make_job(deadline_at=utcnow() + timedelta(hours=1)))
     claim(store, job)
     store.request_cancel(job.id, tenant=None)  # a cancel that lost to the failure
     store.finish(job.id, attempt=1, status=Status.FAILED, error_code="x", error_message="boom")
@@ -215,6 +223,7 @@ def test_failed_job_can_be_replayed(store) -> None:
     assert row.status is Status.QUEUED and row.attempts == 0 and row.error is None
     got = store.get(job.id)
     assert got.status is Status.QUEUED and not got.cancel_requested and got.expires_at is None
+    assert got.deadline_at is None  # a replay is a new request to run it: no deadline
     assert claim(store, job) is not None  # a replay can run: not stuck behind the old cancel
     assert [e.kind for e in store.events(job.id)][-2:] == ["replayed", "claimed"]
 

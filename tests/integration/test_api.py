@@ -254,12 +254,29 @@ def test_a_deadline_is_accepted_shown_and_validated(api) -> None:
                                       "expires_at": at.isoformat()}, headers=a)
     job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
     assert datetime.fromisoformat(job["expires_at"]) == at
+    # deadline_at: the same deadline under its own name, kept on the row and shown.
+    r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"},
+                                      "deadline_at": at.isoformat(),
+                                      "on_deadline_unmeetable": "warn"}, headers=a)
+    assert r.status_code == 202, r.text
+    assert datetime.fromisoformat(r.json()["deadline_at"]) == at
+    job = client.get(f"/v1/jobs/{r.json()['job_id']}", headers=a).json()
+    assert datetime.fromisoformat(job["deadline_at"]) == at
+    assert datetime.fromisoformat(job["expires_at"]) == at
+    before = client.get("/v1/jobs", headers=a).json()["jobs"]
     for bad in ({"deadline_s": 0}, {"deadline_s": 5, "expires_at": at.isoformat()},
+                {"deadline_s": 5, "deadline_at": at.isoformat()},
+                {"deadline_at": at.isoformat(), "expires_at": at.isoformat()},
+                {"deadline_at": "2030-01-01T00:00:00"}, {"deadline_at": "tomorrow"},
+                {"deadline_s": 1e12}, {"deadline_s": "soon"},
+                {"on_deadline_unmeetable": "ignore"},
+                {"deadline_at": "2001-01-01T00:00:00Z"},
                 {"expires_at": "2001-01-01T00:00:00Z"}):
         r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"}, **bad},
                         headers=a)
-        assert r.status_code in (400, 422), (bad, r.text)
-        assert "error" in r.json(), r.text
+        assert r.status_code == 422, (bad, r.text)
+        assert set(r.json()["error"]) >= {"code", "message"}, r.text
+    assert client.get("/v1/jobs", headers=a).json()["jobs"] == before  # nothing stored
 
 
 def test_openapi_documents_every_error_a_route_can_answer(api) -> None:
@@ -275,3 +292,40 @@ def test_openapi_documents_every_error_a_route_can_answer(api) -> None:
                 assert {"400", "413", "422"} <= codes, (method, path, codes)
     body = spec["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["404"]
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_a_waiting_job_has_an_eta_and_a_deadline_it_misses_is_refused_or_warned(api) -> None:
+    """No worker runs here: each job ahead holds the queue for its type's typical run, so the
+    estimate of a job behind three others is after a one-second deadline."""
+    from datetime import UTC, datetime
+
+    client, a, _ = api
+    ids = []
+    for _ in range(3):
+        r = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"}}, headers=a)
+        assert r.status_code == 202, r.text
+        eta = r.json()["eta"]
+        assert eta is not None and 0 < eta["confidence"] <= 1
+        assert eta["start_at"] <= eta["finish_at"]
+        ids.append(r.json()["job_id"])
+    job = client.get(f"/v1/jobs/{ids[-1]}", headers=a).json()
+    assert datetime.fromisoformat(job["eta"]["finish_at"]) > datetime.now(UTC)
+    before = client.get("/v1/jobs", headers=a).json()["jobs"]
+    refused = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"},
+                                            "deadline_s": 1,
+                                            "on_deadline_unmeetable": "refuse"}, headers=a)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "deadline_unmeetable" and error["eta"]["finish_at"]
+    assert client.get("/v1/jobs", headers=a).json()["jobs"] == before  # nothing stored
+    warned = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"},
+                                           "deadline_s": 1}, headers=a)
+    assert warned.status_code == 202, warned.text
+    assert [w["code"] for w in warned.json()["warnings"]] == ["deadline_unmeetable"]
+    roomy = client.post("/v1/jobs", json={"type": "echo", "input": {"text": "hi"},
+                                          "deadline_s": 3600,
+                                          "on_deadline_unmeetable": "refuse"}, headers=a)
+    assert roomy.status_code == 202 and roomy.json()["warnings"] == []
+    # Once the job ended, it has no estimate.
+    client.delete(f"/v1/jobs/{ids[0]}", headers=a)
+    assert client.get(f"/v1/jobs/{ids[0]}", headers=a).json()["eta"] is None

@@ -77,10 +77,10 @@ def install(app: FastAPI) -> None:
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         details: dict[str, Any] = {}
-        if isinstance(exc, E.TooManyRequests):
+        if isinstance(exc, E.TooManyRequests | E.DeadlineUnmeetable):
             details = exc.details
-            if exc.retry_after_s is not None:
-                headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        if isinstance(exc, E.TooManyRequests) and exc.retry_after_s is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         return error_response(status, exc.code, E.shorten(exc.message, 1000, quote=False),
                               headers, **details)
 

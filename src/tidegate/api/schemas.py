@@ -6,7 +6,7 @@ imports only pydantic and the framework-free core: never FastAPI, SQLAlchemy or 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,10 +56,19 @@ class JobCreate(BaseModel):
     priority: Literal["high", "medium", "low"] | None = Field(
         default=None, description="overrides the job type's default queue")
     metadata: dict[str, Any] | None = Field(default=None, description="echoed back, not used")
-    deadline_s: float | None = Field(default=None, gt=0, description="seconds from now; past "
-                                     "them the job fails with `expired` instead of waiting")
-    expires_at: datetime | None = Field(default=None, description="the same deadline as a "
-                                        "time with a zone; give one of the two")
+    deadline_s: float | None = Field(default=None, gt=0, le=366 * 86400, description="the "
+                                     "job's deadline in seconds from now: past it the job "
+                                     "fails with `expired` instead of waiting; give at most "
+                                     "one of `deadline_s`, `deadline_at`, `expires_at`")
+    deadline_at: datetime | None = Field(default=None, description="the same deadline as an "
+                                         "RFC 3339 time with a zone")
+    expires_at: datetime | None = Field(default=None, description="the older name of "
+                                        "`deadline_at`",
+                                        json_schema_extra={"deprecated": True})
+    on_deadline_unmeetable: Literal["refuse", "warn"] = Field(
+        default="warn", description="when the first estimate (`eta.finish_at`) is after the "
+        "deadline: `refuse` answers 409 `deadline_unmeetable` and stores nothing; `warn` "
+        "accepts the job with a `deadline_unmeetable` entry in `warnings`")
     webhook: WebhookSpec | None = Field(default=None, description="signed callbacks for this "
                                         "job's events (beside the tenant's default webhooks)")
 
@@ -140,12 +149,51 @@ BODY_ERRORS = error_responses(**{"400": "the body is not JSON",
                                  "422": "invalid request"})
 
 
+class EtaPublic(BaseModel):
+    """When a waiting job is expected to start and finish (see docs/operations.md, "ETA")."""
+
+    start_at: datetime
+    finish_at: datetime
+    confidence: float = Field(ge=0, le=1, description="0-1: how much the estimate rests on "
+                              "(the type's recent runs, a known lane rate, a lane not swamped)")
+
+    @classmethod
+    def of(cls, eta: Any) -> EtaPublic | None:
+        """From a ``core.eta.Eta`` (None: no estimate)."""
+        if eta is None:
+            return None
+        return cls(start_at=datetime.fromtimestamp(eta.start_at, UTC),
+                   finish_at=datetime.fromtimestamp(eta.finish_at, UTC),
+                   confidence=eta.confidence)
+
+
+class WarningPublic(BaseModel):
+    code: str = Field(description="`deadline_unmeetable`: the estimate finishes after the "
+                      "deadline")
+    message: str
+
+
+class DeadlineErrorPublic(ErrorPublic):
+    eta: EtaPublic | None = Field(default=None, description="`deadline_unmeetable`: the "
+                                  "estimate that misses the deadline")
+
+
+class DeadlineErrorBody(BaseModel):
+    """409 `deadline_unmeetable`: refused (`on_deadline_unmeetable: refuse`), nothing stored."""
+
+    error: DeadlineErrorPublic
+
+
 class JobAccepted(BaseModel):
     job_id: str
     status: str
     type: str
     priority: str
     created_at: datetime
+    deadline_at: datetime | None = None
+    eta: EtaPublic | None = Field(default=None, description="the first estimate, while the "
+                                  "job waits")
+    warnings: list[WarningPublic] = Field(default_factory=list)
     webhook: WebhookCreated | None = None
 
 
@@ -167,12 +215,17 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="when the job fails "
+                                        "`expired` if it has not finished")
+    deadline_at: datetime | None = Field(default=None, description="the deadline given at "
+                                         "submit")
     schedule: str | None = Field(default=None, description="the schedule that created "
                                  "this job, if one did")
+    eta: EtaPublic | None = Field(default=None, description="while the job is queued or "
+                                  "waiting for quota (in `GET /v1/jobs/{id}`; null in lists)")
 
     @classmethod
-    def of(cls, job: Job) -> JobPublic:
+    def of(cls, job: Job, eta: Any = None) -> JobPublic:
         return cls(
             job_id=job.id, type=job.type, tenant=job.tenant, status=job.status.value,
             priority=job.priority.value,
@@ -182,7 +235,8 @@ class JobPublic(BaseModel):
             usage=UsagePublic.of(job),
             metadata=job.metadata, cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            expires_at=job.expires_at, schedule=job.schedule)
+            expires_at=job.expires_at, deadline_at=job.deadline_at, schedule=job.schedule,
+            eta=EtaPublic.of(eta))
 
 
 class Me(BaseModel):

@@ -6,6 +6,7 @@ import os
 import random
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -60,7 +61,8 @@ def new_idempotency_key() -> str:
 
 def submit_body(type: str, input: dict[str, Any] | BaseModel | None, *, priority: str | None,
                 webhook: str | dict[str, Any] | WebhookSpec | None, deadline_s: float | None,
-                metadata: dict[str, Any] | None) -> dict[str, Any]:
+                metadata: dict[str, Any] | None, deadline_at: datetime | None = None,
+                on_deadline_unmeetable: str | None = None) -> dict[str, Any]:
     """The JSON of ``POST /v1/jobs``, checked by the API's own model before it is sent.
     ``input`` may be a pydantic model (the job type's input model, say); ``webhook`` a URL."""
     if isinstance(input, BaseModel):
@@ -72,8 +74,11 @@ def submit_body(type: str, input: dict[str, Any] | BaseModel | None, *, priority
         hook = WebhookSpec.model_validate(webhook)
     else:
         hook = webhook
+    extra: dict[str, Any] = ({} if on_deadline_unmeetable is None
+                             else {"on_deadline_unmeetable": on_deadline_unmeetable})
     body = JobCreate(type=type, input=input or {}, priority=priority,  # type: ignore[arg-type]
-                     metadata=metadata, deadline_s=deadline_s, webhook=hook)
+                     metadata=metadata, deadline_s=deadline_s, deadline_at=deadline_at,
+                     webhook=hook, **extra)
     return body.model_dump(mode="json", exclude_none=True)
 
 

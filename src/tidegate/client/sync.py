@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import httpx
@@ -76,11 +76,14 @@ class Client:
                priority: str | None = None, idempotency_key: str | None = None,
                webhook: str | dict[str, Any] | WebhookSpec | None = None,
                deadline_s: float | None = None,
-               metadata: dict[str, Any] | None = None) -> JobAccepted:
+               metadata: dict[str, Any] | None = None, deadline_at: datetime | None = None,
+               on_deadline_unmeetable: str | None = None) -> JobAccepted:
         """Submit a job; the answer means it is stored and will run. Without
         ``idempotency_key`` one is generated, and reused if the request must be sent again."""
         body = C.submit_body(type, input, priority=priority, webhook=webhook,
-                             deadline_s=deadline_s, metadata=metadata)
+                             deadline_s=deadline_s, metadata=metadata,
+                             deadline_at=deadline_at,
+                             on_deadline_unmeetable=on_deadline_unmeetable)
         key = idempotency_key or C.new_idempotency_key()
         return C.parse(self._request("POST", "/v1/jobs", idempotent=True, json=body,
                                      headers={"Idempotency-Key": key}), JobAccepted)

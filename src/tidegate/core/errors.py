@@ -100,6 +100,17 @@ class AlreadyTerminal(Conflict):
     code = "job_finished"
 
 
+class DeadlineUnmeetable(Conflict):
+    """The job's first estimate finishes after its deadline, and the caller chose to be
+    refused (``on_deadline_unmeetable: refuse``). ``details``: the estimate, for the body."""
+
+    code = "deadline_unmeetable"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = dict(details or {})
+
+
 class Unauthorized(TidegateError):
     code = "unauthorized"
 

@@ -94,9 +94,12 @@ class Job:
     # The part of ``usage`` from calls that returned after the job had stopped waiting for
     # them (cancel, shutdown, time limit, lost lease): billed all the same.
     late_usage: Usage = field(default_factory=Usage)
-    # The client's deadline: past it a waiting job, or an attempt that ends in a retry, fails
-    # with `expired`.
+    # When the job is failed `expired`: past it a waiting job, or an attempt that ends in a
+    # retry, fails instead of waiting again. Set from the deadline at submit.
     expires_at: datetime | None = None
+    # The caller's deadline (submit's deadline_s / deadline_at), as planners read it: the ETA
+    # check at submit, the provider tier a call is served on. A replay has none.
+    deadline_at: datetime | None = None
     # Since when the job has been parked for provider quota without a call being granted.
     quota_wait_since: datetime | None = None
     # Only on submit: the job's own webhook endpoint, created with the row
@@ -104,6 +107,10 @@ class Job:
     webhook: dict[str, Any] | None = None
     # The name of the schedule that created this job (its tenant's), or None.
     schedule: str | None = None
+    # Only on submit, never stored: the first estimate (core.eta.Eta) and what the caller is
+    # warned of (``{"code", "message"}``, e.g. a deadline the estimate misses).
+    eta: Any = None
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def error(self) -> dict[str, str] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 from .cursors import cursor_key, decode_cursor, encode_cursor
 from .errors import (
     AlreadyTerminal,
+    DeadlineUnmeetable,
     IdempotencyMismatch,
     InvalidInput,
     InvalidRequest,
@@ -20,6 +22,7 @@ from .errors import (
     Unavailable,
     shorten,
 )
+from .eta import Estimator, Eta, eta_json
 from .jsonsafe import readable, require_storable, text_problem
 from .models import CursorPage, EventNote, Job, new_job_id, utcnow
 from .outbox import SendOutbox, label_of
@@ -31,6 +34,9 @@ from .tenants import Estimate, TenantGate
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
+MAX_DEADLINE_S = 366 * 86400
+# What submit does when the first estimate misses the job's deadline.
+DEADLINE_ACTIONS = ("refuse", "warn")
 # Parameters of submit() that say who asks and under which key, not what is asked.
 _NOT_THE_REQUEST = ("self", "tenant", "idempotency_key", "webhook_secret")
 
@@ -54,8 +60,11 @@ class JobService:
                  clock: Callable[[], datetime] = utcnow, secret: str | None = None,
                  validation_context: Mapping[str, Any] | None = None,
                  gate: TenantGate | None = None,
-                 outbox: SendOutbox | None = None) -> None:
+                 outbox: SendOutbox | None = None,
+                 estimator: Estimator | None = None) -> None:
         self.store = store
+        # Each waiting job's ETA (core/eta.py), and the check of a deadline at submit.
+        self.estimator = estimator
         # Given (the API): new jobs are sent and marked sent in batches after the answer;
         # else at once (the sweep, the CLI, workers, tests).
         self.outbox = outbox
@@ -73,7 +82,8 @@ class JobService:
     def submit(self, *, tenant: str, type: str, input: Any, priority: str | None = None,
                metadata: dict[str, Any] | None = None,
                idempotency_key: str | None = None, deadline_s: float | None = None,
-               expires_at: datetime | None = None,
+               deadline_at: datetime | None = None, expires_at: datetime | None = None,
+               on_deadline_unmeetable: str = "warn",
                webhook: dict[str, Any] | None = None,
                webhook_secret: str | None = None) -> tuple[Job, bool]:
         """Validate, commit the row, then hand the id to the broker.
@@ -81,25 +91,31 @@ class JobService:
         Returns (job, created). The row is the promise: if the broker is down the job stays
         queued and undispatched, and the sweep sends it when the broker is back. An
         Idempotency-Key already used with a different request raises IdempotencyMismatch.
-        ``deadline_s`` (from now) or ``expires_at``: past it the job fails with `expired`
-        instead of waiting or retrying. ``webhook`` (``url``, ``events``?, checked by the
+        ``deadline_s`` (from now) or ``deadline_at`` (``expires_at``, its older name): the
+        job's deadline; past it the job fails with `expired` instead of waiting or retrying.
+        ``on_deadline_unmeetable``: what to do when the first estimate misses the deadline. ``webhook`` (``url``, ``events``?, checked by the
         caller) is created with the row, signed with ``webhook_secret``.
         """
         # What an Idempotency-Key promises. Every parameter but the caller and the key belongs
         # here (tests/unit/test_submit_checks.py compares this with the signature).
         request = {"type": type, "input": input, "priority": priority, "metadata": metadata,
-                   "deadline_s": deadline_s, "expires_at": expires_at, "webhook": webhook}
+                   "deadline_s": deadline_s, "deadline_at": deadline_at,
+                   "expires_at": expires_at, "on_deadline_unmeetable": on_deadline_unmeetable,
+                   "webhook": webhook}
         require_storable({**request, "idempotency_key": idempotency_key})
         job_type = self.registry.get(type)
         validated = job_type.validate(input, self.validation_context)
         prio = _priority(priority, job_type.priority)
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
-        expires_at = self._deadline(deadline_s, expires_at)
+        if on_deadline_unmeetable not in DEADLINE_ACTIONS:
+            raise InvalidInput("on_deadline_unmeetable must be one of: "
+                               + ", ".join(DEADLINE_ACTIONS))
+        deadline = self._deadline(deadline_s, deadline_at, expires_at)
         # A replay of an accepted submit answers with its job: the limits were applied to it.
-        if self.gate is not None and (
-                idempotency_key is None
-                or self.store.by_idempotency_key(tenant, idempotency_key) is None):
+        fresh = (idempotency_key is None
+                 or self.store.by_idempotency_key(tenant, idempotency_key) is None)
+        if self.gate is not None and fresh:
             self.gate.check_submit(self.store, tenant=tenant, priority=prio,
                                    estimate=input_estimate(validated.model_dump(mode="json")))
         job_id = new_job_id()
@@ -108,10 +124,12 @@ class JobService:
                   metadata=dict(metadata or {}), idempotency_key=idempotency_key,
                   request_fingerprint=request_fingerprint(request),
                   max_attempts=job_type.max_attempts, created_at=self.clock(),
-                  updated_at=self.clock(), expires_at=expires_at,
+                  updated_at=self.clock(), expires_at=deadline, deadline_at=deadline,
                   webhook=None if webhook is None else {
                       # One own webhook per job: its endpoint has the job's id.
                       **webhook, "id": job_id, "secret": webhook_secret})
+        eta, warnings = self._first_estimate(job, refuse=fresh and
+                                             on_deadline_unmeetable == "refuse")
         fingerprint = job.request_fingerprint
         job, created = self.store.create(job)
         if not created and job.request_fingerprint not in (None, fingerprint):
@@ -121,7 +139,37 @@ class JobService:
                 "send the same request to get its job, or use a new key")
         if created:
             self.dispatch(job)
+            job.eta, job.warnings = eta, warnings
+        else:
+            job.eta = self.eta_of(job)
         return job, created
+
+    def _first_estimate(self, job: Job, *, refuse: bool) -> tuple[Eta | None, list[dict[str, str]]]:
+        """The new job's estimate, and its warnings; raises DeadlineUnmeetable when it misses
+        the deadline and the caller asked to be refused (nothing is stored then)."""
+        eta = self.estimator.eta_of_new(job) if self.estimator is not None else None
+        if eta is None or job.deadline_at is None:
+            return eta, []
+        late_s = eta.finish_at - job.deadline_at.timestamp()
+        if late_s <= 0:
+            return eta, []
+        finish = datetime.fromtimestamp(eta.finish_at, UTC).isoformat(timespec="seconds")
+        message = (f"the estimate finishes at {finish}, {late_s:.0f}s after the deadline "
+                   f"(confidence {eta.confidence:g})")
+        if refuse:
+            raise DeadlineUnmeetable(message + "; nothing was stored",
+                                     details={"eta": eta_json(eta)})
+        return eta, [{"code": DeadlineUnmeetable.code, "message": message}]
+
+    def eta_of(self, job: Job) -> Eta | None:
+        """The job's current estimate: None unless it waits (or when none can be made)."""
+        if self.estimator is None or job.status.terminal:
+            return None
+        try:
+            return self.estimator.eta_of(job)
+        except Exception:  # advice: never the reason a read fails
+            log.warning("no ETA for job %s", job.id, exc_info=True)
+            return None
 
     def prepare(self, *, tenant: str, type: str, input: Any, priority: str | None,
                 idempotency_key: str | None, schedule: str | None) -> Job:
@@ -143,23 +191,30 @@ class JobService:
                    max_attempts=job_type.max_attempts, created_at=now, updated_at=now,
                    schedule=schedule)
 
-    def _deadline(self, deadline_s: float | None, expires_at: datetime | None) -> datetime | None:
-        if deadline_s is not None and expires_at is not None:
-            raise InvalidInput("give deadline_s or expires_at, not both")
-        if deadline_s is None and expires_at is None:
+    def _deadline(self, deadline_s: float | None, deadline_at: datetime | None,
+                  expires_at: datetime | None) -> datetime | None:
+        given = [(name, v) for name, v in (("deadline_s", deadline_s),
+                                           ("deadline_at", deadline_at),
+                                           ("expires_at", expires_at)) if v is not None]
+        if len(given) > 1:
+            raise InvalidInput(f"give one deadline, not {' and '.join(n for n, _ in given)}")
+        if not given:
             return None
-        if expires_at is not None and expires_at.tzinfo is None:
-            raise InvalidInput("expires_at needs a time zone (e.g. 2030-01-01T12:00:00Z)")
-        if deadline_s is not None and not deadline_s > 0:
-            raise InvalidInput("deadline_s must be positive")
+        name, value = given[0]
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise InvalidInput(f"{name} needs a time zone (e.g. 2030-01-01T12:00:00Z)")
+        if deadline_s is not None and not (deadline_s > 0 and math.isfinite(deadline_s)):
+            raise InvalidInput("deadline_s must be a positive number of seconds")
         # Measured on the database's clock, which the deadline is later compared against.
         now = self.store.now()
         if deadline_s is not None:
+            if deadline_s > MAX_DEADLINE_S:
+                raise InvalidInput(f"deadline_s may be at most {MAX_DEADLINE_S} (a year)")
             return now + timedelta(seconds=deadline_s)
-        assert expires_at is not None
-        if expires_at <= now:
-            raise InvalidInput("expires_at is in the past")
-        return expires_at.astimezone(UTC)
+        assert isinstance(value, datetime)
+        if value <= now:
+            raise InvalidInput(f"{name} is in the past")
+        return value.astimezone(UTC)
 
     def dispatch(self, job: Job, *, countdown_s: float = 0.0) -> bool:
         """Send the id of the waiting row ``job`` (as read) to the broker. Returns whether it

@@ -53,7 +53,8 @@ def _row_to_job(r: Any) -> Job:
         lease_expires_at=r.lease_expires_at, not_before=r.not_before,
         dispatched_at=r.dispatched_at, created_at=r.created_at, updated_at=r.updated_at,
         started_at=r.started_at, finished_at=r.finished_at, expires_at=r.expires_at,
-        quota_wait_since=r.quota_wait_since, schedule=getattr(r, "schedule", None))
+        quota_wait_since=r.quota_wait_since, schedule=getattr(r, "schedule", None),
+        deadline_at=getattr(r, "deadline_at", None))
 
 
 # Reads that show jobs to clients fetch the JSON columns undecoded and decode them here, one
@@ -469,6 +470,18 @@ class SqlJobStore(SqlAccounts):
         return True
 
     @_guard
+    def add_waiting_event(self, job_id: str, *, note: EventNote) -> bool:
+        """An event for a job that waits (queued or retrying), such as a new ETA, numbered
+        with its current attempt; ``False`` once it is claimed or ended."""
+        with self._begin() as conn:
+            if conn.execute(jobs.update().where(jobs.c.id == job_id,
+                                                jobs.c.status.in_(_WAITING))
+                            .values(attempts=jobs.c.attempts)).rowcount != 1:
+                return False
+            self._note(conn, job_id, jobs.c.attempts, note, self._at(utcnow()))
+        return True
+
+    @_guard
     def finish(self, job_id: str, *, attempt: int, status: Status, result: Any = None,
                error_code: str | None = None, error_message: str | None = None,
                usage_delta: Usage | None = None, delay_s: float | None = None,
@@ -542,7 +555,7 @@ class SqlJobStore(SqlAccounts):
         if reset_attempts:  # a replay: a fresh start, nothing left that could stop it
             values.update(status=Status.QUEUED.value, attempts=0, error_code=None,
                           error_message=None, cancel_requested=False, expires_at=None,
-                          quota_wait_since=None, not_before=None, finished_at=None)
+                          deadline_at=None, quota_wait_since=None, not_before=None, finished_at=None)
         else:
             values.update(self._ended_instead(Status.QUEUED.value, now,
                                               error=(jobs.c.error_code, jobs.c.error_message)))

@@ -79,10 +79,14 @@ jobs = sa.Table(
     sa.Column("late_cost_nano_usd", sa.BigInteger, nullable=False, server_default="0"),
     # The schedule (of the job's tenant) that created the job.
     sa.Column("schedule", sa.String(100)),
+    # The caller's deadline (migration 0009); expires_at enforces it.
+    sa.Column("deadline_at", UTCDateTime),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_tg_jobs_tenant_idempotency"),
     sa.Index("ix_tg_jobs_tenant_created", "tenant", "created_at", "id"),
     sa.Index("ix_tg_jobs_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_tg_jobs_status_finished", "status", "finished_at"),
+    # A job type's recent runs, newest first (the ETA's durations, migration 0009).
+    sa.Index("ix_tg_jobs_type_status_finished", "type", "status", "finished_at"),
     # The sweep's looks at waiting jobs (migration 0006): never handed to the broker, and
     # handed over to a queue before a time (one range per queue). Partial, so a million
     # finished rows are not in them.

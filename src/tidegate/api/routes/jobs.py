@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 
@@ -15,11 +15,14 @@ from ..schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
     SUBMIT_LIMIT_ERRORS,
+    DeadlineErrorBody,
+    EtaPublic,
     JobAccepted,
     JobCreate,
     JobEventPublic,
     JobList,
     JobPublic,
+    WarningPublic,
     WebhookCreated,
     error_responses,
 )
@@ -32,8 +35,13 @@ _ERRORS = error_responses(**{"404": "no such job for this tenant",
                              "503": "database unavailable; nothing was accepted"})
 
 
+_UNMEETABLE: dict[int | str, dict[str, Any]] = {409: {"model": DeadlineErrorBody,
+                     "description": "`deadline_unmeetable`: the estimate misses the deadline "
+                                    "and `on_deadline_unmeetable` is `refuse`"}}
+
+
 @router.post("", status_code=202, response_model=JobAccepted,
-             responses={**_ERRORS, **BODY_ERRORS, **SUBMIT_LIMIT_ERRORS})
+             responses={**_ERRORS, **BODY_ERRORS, **SUBMIT_LIMIT_ERRORS, **_UNMEETABLE})
 def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
                caller: Submitter,
                idempotency_key: Annotated[str | None, Header()] = None) -> JobAccepted:
@@ -42,14 +50,19 @@ def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
     The same `Idempotency-Key` from the same tenant returns the job created first. With a
     `webhook`, the answer holds its signing secret (only the first time). The tenant's limits
     apply: allowed priorities (403), submissions per minute and waiting jobs (429
-    `rate_limited` with `Retry-After`), budgets (429 `budget_exceeded`).
+    `rate_limited` with `Retry-After`), budgets (429 `budget_exceeded`). The answer carries
+    the first `eta`; with a deadline it misses, the job is refused (409 `deadline_unmeetable`,
+    `on_deadline_unmeetable: refuse`) or accepted with a `warnings` entry (`warn`, the
+    default).
     """
     hook = webhooks.checked(body.webhook, container) if body.webhook else None
     secret = new_secret() if hook else None
     job, created = service.submit(tenant=caller.tenant, type=body.type, input=body.input,
                                   priority=body.priority, metadata=body.metadata,
                                   idempotency_key=idempotency_key,
-                                  deadline_s=body.deadline_s, expires_at=body.expires_at,
+                                  deadline_s=body.deadline_s, deadline_at=body.deadline_at,
+                                  expires_at=body.expires_at,
+                                  on_deadline_unmeetable=body.on_deadline_unmeetable,
                                   webhook=hook, webhook_secret=secret)
     count_submission(job, created)
     shown = None
@@ -58,7 +71,9 @@ def submit_job(body: JobCreate, service: ServiceDep, container: ContainerDep,
                                events=hook["events"] or list(DEFAULT_WEBHOOK_KINDS),
                                created_at=job.created_at, secret=secret if created else None)
     return JobAccepted(job_id=job.id, status=job.status.value, type=job.type,
-                       priority=job.priority.value, created_at=job.created_at, webhook=shown)
+                       priority=job.priority.value, created_at=job.created_at,
+                       deadline_at=job.deadline_at, eta=EtaPublic.of(job.eta),
+                       warnings=[WarningPublic(**w) for w in job.warnings], webhook=shown)
 
 
 @router.get("", response_model=JobList,
@@ -81,8 +96,10 @@ def list_jobs(service: ServiceDep, caller: Reader,
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
 def get_job(job_id: str, service: ServiceDep, caller: Reader) -> JobPublic:
-    """The job's status, progress, result or error, attempts and usage."""
-    return JobPublic.of(service.get(job_id, tenant=caller.owner))
+    """The job's status, progress, result or error, attempts and usage; while it waits, its
+    `eta`."""
+    job = service.get(job_id, tenant=caller.owner)
+    return JobPublic.of(job, service.eta_of(job))
 
 
 @router.delete("/{job_id}", response_model=JobPublic,
