@@ -127,7 +127,7 @@ def run_tidegate(procs: Procs, label: str, db_url: str, redis_url: str, jobs: in
     spy = None
     if PROFILE_DIR is not None:  # --profile: py-spy samples the worker while it runs the jobs
         spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(worker.pid), "--format", "raw",
-                                "--rate", "200", "--nonblocking", "-o",
+                                "--rate", "200", "--nonblocking", "--gil", "-o",
                                 str(PROFILE_DIR / f"worker-{label}.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0, t0 = cpu_seconds(worker.pid), time.monotonic()

@@ -76,7 +76,7 @@ def test_usage_of_an_attempt_whose_write_lost_its_race_is_billed_late(store) -> 
     claim(store, job)
     ctx: JobContext[Nothing] = JobContext(
         job_id=job.id, tenant="acme", job_type="echo", attempt=1, max_attempts=3,
-        input=Nothing(), store=store, checkpoint={})
+        input=Nothing(), store=store, checkpoint={}, progress_every_s=0)  # written at once
     ctx.add_usage(Usage(100, 20, 5_000))
     set_columns(store, job.id, attempts=2)  # a newer attempt owns the row now
     with pytest.raises(Exception, match=job.id):

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 # A handler may report progress as often as it likes: the row and the event log get at most
 # one write per this interval, and the latest report is always written (by the next report,
-# the runner's heartbeat, or the end of the attempt).
+# the runner's heartbeat, or the end of the attempt). The interval runs from the start of
+# the attempt too: a job that reports and ends within it writes its report with its outcome,
+# in the outcome's own statement, instead of one write more.
 PROGRESS_EVERY_S = 0.25
 
 
@@ -58,7 +60,7 @@ class JobContext(Generic[T]):
         self._lock = threading.Lock()
         self.progress_every_s = progress_every_s
         self._pending: tuple[int, str] | None = None  # the latest progress not yet written
-        self._last_write = float("-inf")
+        self._last_write = time.monotonic()
         self._write_lock = threading.Lock()  # one progress write at a time, in report order
         self._last_note: dict[str, float] = {}
 
@@ -139,6 +141,12 @@ class JobContext(Generic[T]):
                     usage_delta=delta,
                     note=EventNote("progress", {"percent": pct, "message": message})):
                 self._lost(delta)
+
+    def take_pending_progress(self) -> tuple[int, str] | None:
+        """The latest report not written yet (percent, message), now the caller's to write."""
+        with self._write_lock, self._lock:
+            pending, self._pending = self._pending, None
+            return pending
 
     @property
     def progress_pending(self) -> bool:

@@ -193,7 +193,8 @@ class InMemoryJobStore:
                error_code: str | None = None, error_message: str | None = None,
                usage_delta: Usage | None = None, delay_s: float | None = None,
                refund_attempt: bool = False, quota_wait: QuotaWait = "keep",
-               lease_expired: bool = False, note: EventNote | None = None) -> Status | None:
+               lease_expired: bool = False, note: EventNote | None = None,
+               progress: tuple[int, str] | None = None) -> Status | None:
         check_transition(Status.RUNNING, status)
         with self._lock:
             now = self._clock()
@@ -202,6 +203,10 @@ class InMemoryJobStore:
                     job.lease_expires_at is not None and job.lease_expires_at < now)):
                 return None
             note = note or EventNote(status.value)
+            if progress is not None:  # the last report first, as the running job made it
+                job.progress, job.message = progress
+                self._note(job, EventNote("progress", {"percent": progress[0],
+                                                       "message": progress[1]}), now, attempt)
             job.status = status
             job.updated_at = now
             job.lease_owner = job.lease_expires_at = None

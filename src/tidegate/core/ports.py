@@ -78,9 +78,12 @@ class JobStore(Protocol):
                error_code: str | None = None, error_message: str | None = None,
                usage_delta: Usage | None = None, delay_s: float | None = None,
                refund_attempt: bool = False, quota_wait: QuotaWait = "keep",
-               lease_expired: bool = False, note: EventNote | None = None) -> Status | None:
+               lease_expired: bool = False, note: EventNote | None = None,
+               progress: tuple[int, str] | None = None) -> Status | None:
         """running(attempt) -> status, with its event (``note``, by default the status) in
         the same transaction. Returns the status written, or None when the row moved on.
+        ``progress`` (percent, message): the attempt's last report, not written yet, written
+        with the outcome (its ``progress`` event first).
 
         ``retrying`` (due after ``delay_s``) is written as ``cancelled`` when the row carries a
         cancel request and as ``failed``/``expired`` past its deadline: a row never waits

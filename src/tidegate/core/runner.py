@@ -214,13 +214,16 @@ class Runner:
                                 args=(self._heartbeat, ctx, stop),
                                 name=f"lease-{job_id[:8]}", daemon=True)
         beat.start()
+        returned = False
         try:
             try:
                 result = job_type.handler(ctx)
+                returned = True
             finally:
                 stop.set()
                 beat.join(timeout=5)
-                self._flush_progress(ctx)  # the last report is written before the outcome
+                if not returned:  # the last report is written before the outcome
+                    self._flush_progress(ctx)
         except LeaseLost:
             self._bill_late(job_id, ctx.take_unflushed_usage())
             log.warning("job %s attempt %d stopped: its row moved on (lease taken over, or the "
@@ -245,16 +248,24 @@ class Runner:
                 error_code="time_limit" if timed_out else "handler_error",
                 error_message="the attempt ran past the job time limit" if timed_out
                 else f"{public_summary(exc)} (the worker log has the details)"))
+        return self._ended(job, ctx, result)
+
+    def _ended(self, job: Job, ctx: JobContext[Any], result: Any) -> Outcome:
+        """The handler returned: the outcome, with the last progress report in its write."""
+        job_id, attempt = job.id, job.attempts
         if ctx.cancelled:  # cancelled while the last step ran: cancellation wins over result
+            self._flush_progress(ctx)
             return self._cancelled(job_id, ctx)
         if (problem := find_problem(result)) is not None:
             # Refused by PostgreSQL (NUL, lone surrogates, NaN): retrying would only pay for
             # the same result again, so the job ends with what is wrong with it.
+            self._flush_progress(ctx)
             self._finish(job_id, attempt, Status.FAILED, ctx=ctx, error=(
                 "unstorable_result", f"the result cannot be stored: {problem[0] or 'result'} "
                 f"{problem[1]}"))
             return Outcome("failed")
-        if self._finish(job_id, attempt, Status.SUCCEEDED, ctx=ctx, result=result):
+        if self._finish(job_id, attempt, Status.SUCCEEDED, ctx=ctx, result=result,
+                        progress=ctx.take_pending_progress()):
             return Outcome("succeeded")
         return Outcome("lost")
 
@@ -351,9 +362,10 @@ class Runner:
 
     def _finish(self, job_id: str, attempt: int, status: Status, *,
                 ctx: JobContext[Any] | None = None, result: Any = None,
-                error: tuple[str, str] | None = None) -> bool:
+                error: tuple[str, str] | None = None,
+                progress: tuple[int, str] | None = None) -> bool:
         written = self._write(job_id=job_id, attempt=attempt, status=status, result=result,
-                              error_code=error[0] if error else None,
+                              progress=progress, error_code=error[0] if error else None,
                               error_message=error[1] if error else None,
                               usage_delta=ctx.take_unflushed_usage() if ctx else None,
                               note=EventNote(status.value, {"code": error[0]} if error else {}))

@@ -20,6 +20,7 @@ from ...core.models import EventNote, Job, JobEvent, Page, Usage, utcnow
 from ...core.statuses import TERMINAL, WAITING, Priority, Status, check_transition
 from .accounts import SqlAccounts, guard
 from .job_insert import JobInserts, row_params
+from .pg_transitions import FinishShape, PgTransitions
 from .tables import (
     JSONType,
     UTCDateTime,
@@ -136,6 +137,10 @@ def _read_detail(raw: Any) -> dict[str, Any]:
     return detail if problem is None else {"unreadable": f"{problem[0]} {problem[1]}"}
 
 
+def _progress_note(progress: tuple[int, str]) -> EventNote:
+    return EventNote("progress", {"percent": progress[0], "message": progress[1]})
+
+
 def _quota_wait_values(what: QuotaWait, now: Any) -> dict[str, Any]:
     if what == "keep":
         return {}
@@ -162,6 +167,7 @@ class SqlJobStore(SqlAccounts):
         self._pg = engine.dialect.name == "postgresql"
         self.on_events = on_events
         self._inserts = JobInserts(self._read)
+        self._pg_transitions = PgTransitions(self._read, self._ended_instead) if self._pg else None
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
@@ -204,14 +210,23 @@ class SqlJobStore(SqlAccounts):
         return _read_job(row), True
 
     def _create_in_one_statement(self, job: Job, params: dict[str, Any]) -> Any:
+        row = self._one_statement(self._inserts.all_in_one, params)
+        assert row is not None  # an INSERT without a conflict returns its row
+        self._wake([job.id])
+        return row
+
+    def _one_statement(self, stmt: Any, params: dict[str, Any]) -> Any:
+        """Run one statement in autocommit (PostgreSQL): atomic on its own, one round trip.
+        Returns its first row, or None."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            row = conn.execute(self._inserts.all_in_one, params).one()
+            return conn.execute(stmt, params).first()
+
+    def _wake(self, job_ids: builtins.list[str]) -> None:
         if self.on_events is not None:
             try:
-                self.on_events([job.id])
+                self.on_events(job_ids)
             except Exception:  # a wake-up only, as in _begin
                 log.debug("event wake-up failed", exc_info=True)
-        return row
 
     def insert_job(self, conn: sa.Connection, job: Job) -> Job:
         """Insert the row, its webhook and its `submitted` event in the caller's transaction
@@ -392,6 +407,8 @@ class SqlJobStore(SqlAccounts):
 
     @_guard
     def claim(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
+        if self._pg_transitions is not None:
+            return self._claim_in_one_statement(job_id, owner=owner, lease_s=lease_s)
         base = utcnow()
         now = self._at(base)
         with self._begin() as conn:
@@ -419,6 +436,25 @@ class SqlJobStore(SqlAccounts):
                            now)
                 return None
             self._note(conn, job_id, row.attempts, EventNote("claimed", {"worker": owner}), now)
+        return job
+
+    def _claim_in_one_statement(self, job_id: str, *, owner: str, lease_s: float) -> Job | None:
+        assert self._pg_transitions is not None
+        row = self._one_statement(self._pg_transitions.claim, {
+            "job_id": job_id, "owner": owner, "lease_s": float(lease_s),
+            "detail": {"worker": owner}})
+        if row is None:
+            return None
+        self._wake([job_id])
+        job = _read_job(row)
+        if job.error_code == "unreadable" and row.error_code != "unreadable":
+            # Its input cannot even be decoded: no attempt can run it, and raising here would
+            # bring the same message back for ever. It ends here, with the reason (a
+            # conditional write of the attempt just claimed, as any outcome).
+            self.finish(job_id, attempt=row.attempts, status=Status.FAILED,
+                        error_code="unreadable", error_message=job.error_message,
+                        note=EventNote("failed", {"code": "unreadable"}))
+            return None
         return job
 
     def _running(self, job_id: str, attempt: int) -> Any:
@@ -486,8 +522,16 @@ class SqlJobStore(SqlAccounts):
                error_code: str | None = None, error_message: str | None = None,
                usage_delta: Usage | None = None, delay_s: float | None = None,
                refund_attempt: bool = False, quota_wait: QuotaWait = "keep",
-               lease_expired: bool = False, note: EventNote | None = None) -> Status | None:
+               lease_expired: bool = False, note: EventNote | None = None,
+               progress: tuple[int, str] | None = None) -> Status | None:
         check_transition(Status.RUNNING, status)
+        if self._pg_transitions is not None:
+            return self._finish_in_one_statement(
+                job_id, attempt=attempt, status=status, result=result, error_code=error_code,
+                error_message=error_message, usage_delta=usage_delta, delay_s=delay_s,
+                refund_attempt=refund_attempt, quota_wait=quota_wait,
+                lease_expired=lease_expired, note=note or EventNote(status.value),
+                progress=progress)
         base = utcnow()
         now = self._at(base)
         not_before = None if delay_s is None else self._at(base, delay_s)
@@ -507,10 +551,19 @@ class SqlJobStore(SqlAccounts):
                                               error=(error_code, error_message)))
         if refund_attempt:
             values["attempts"] = jobs.c.attempts - 1
+        if progress is not None:  # the attempt's last report, written with its outcome
+            values["message"] = progress[1]
+            if status is not Status.SUCCEEDED:
+                values["progress"] = progress[0]
         where = [self._running(job_id, attempt)]
         if lease_expired:  # the sweep: a lease renewed since it was read is left alone
             where.append(jobs.c.lease_expires_at < now)
         with self._begin() as conn:
+            if progress is not None:  # its event comes first; this takes the row's lock
+                if conn.execute(jobs.update().where(*where)
+                                .values(attempts=jobs.c.attempts)).rowcount != 1:
+                    return None
+                self._note(conn, job_id, attempt, _progress_note(progress), now)
             row = conn.execute(jobs.update().where(*where).values(**values)
                                .returning(jobs.c.status, jobs.c.error_code)).first()
             if row is None:
@@ -519,6 +572,41 @@ class SqlJobStore(SqlAccounts):
             self._note(conn, job_id, attempt, self._written_note(
                 written, status, note or EventNote(status.value), row.error_code), now)
         return written
+
+    def _finish_in_one_statement(self, job_id: str, *, attempt: int, status: Status,
+                                 result: Any, error_code: str | None,
+                                 error_message: str | None, usage_delta: Usage | None,
+                                 delay_s: float | None, refund_attempt: bool,
+                                 quota_wait: QuotaWait, lease_expired: bool, note: EventNote,
+                                 progress: tuple[int, str] | None) -> Status | None:
+        assert self._pg_transitions is not None
+        shape = FinishShape(
+            status=status, result_null=result is None, usage=bool(usage_delta),
+            unpriced=bool(usage_delta and usage_delta.unpriced), delay=delay_s is not None,
+            quota_wait=quota_wait, refund=refund_attempt, lease_expired=lease_expired,
+            progress=progress is not None)
+        detail = note.detail
+        if note.kind == Status.FAILED.value and "message" not in detail:
+            detail = {**detail, "message": error_message or ""}  # as _note adds it
+        params: dict[str, Any] = {
+            "job_id": job_id, "attempt": attempt, "kind": note.kind, "detail": detail,
+            "error_code": error_code, "error_message": error_message}
+        if not shape.result_null:
+            params["result"] = result
+        if shape.usage:
+            assert usage_delta is not None
+            params.update(d_input=usage_delta.input_tokens, d_output=usage_delta.output_tokens,
+                          d_cost=usage_delta.cost_nanos)
+        if delay_s is not None:
+            params["delay_s"] = float(delay_s)
+        if progress is not None:
+            note_p = _progress_note(progress)
+            params.update(p_percent=progress[0], p_message=progress[1], p_detail=note_p.detail)
+        row = self._one_statement(self._pg_transitions.finish(shape), params)
+        if row is None:
+            return None
+        self._wake([job_id])
+        return Status(row.status)
 
     @_guard
     def request_cancel(self, job_id: str, *, tenant: str | None) -> Job | None:
