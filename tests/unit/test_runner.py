@@ -311,7 +311,7 @@ def test_an_attempt_that_ends_in_a_retry_after_the_deadline_fails_expired() -> N
 
 def test_submit_validates_the_deadline(env) -> None:
     service, _, store, _, _ = env
-    with pytest.raises(InvalidInput, match="not both"):
+    with pytest.raises(InvalidInput, match="give one deadline"):
         service.submit(tenant="t", type="ok", input={}, deadline_s=5,
                        expires_at=utcnow() + timedelta(seconds=5))
     with pytest.raises(InvalidInput, match="past"):
