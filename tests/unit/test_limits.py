@@ -327,6 +327,106 @@ def test_capacity_beyond_what_waiters_ahead_need_is_used_at_once(
     assert ask(lim, "h", 500, priority="high").granted
 
 
+RESERVE = dataclasses.replace(SERVICE_POLICY, priority_reserve_s=0.5)
+
+
+def test_a_backlog_leaves_part_of_each_unit_for_high_calls(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    """While high calls use a saturated lane, a medium one leaves half a second of quota in
+    the pacer: a fresh high call finds it there, and the lane still runs at its rate."""
+    lim = make(RESERVE)
+    lim.configure(LANE, LaneLimits(rpm=60))  # 1 request a second
+    burst = 0
+    while ask(lim, f"m{burst}").granted:  # no high call yet: the backlog takes every unit
+        burst += 1
+    assert burst == 60
+    m = "m60"  # refused: the backlog's next call, waiting
+    h = ask(lim, "h0", priority="high")
+    assert (h.granted, h.wait_s, h.reason) == (False, 1.0, "rpm")
+    clock.advance(1.0)
+    assert ask(lim, "h0", priority="high").granted
+    a = ask(lim, m)  # needs its unit and the reserve: 1.5 s of refill
+    assert (a.granted, a.wait_s, a.reason) == (False, 1.5, "rpm")
+    clock.advance(1.0)
+    assert ask(lim, m).wait_s == 0.5
+    assert ask(lim, "h1", priority="high").granted  # the unit there is the high call's
+    clock.advance(1.0)  # level 1: the medium waiter still needs 1.5
+    assert ask(lim, m).wait_s == 0.5
+    clock.advance(0.5)
+    assert ask(lim, m).granted  # level 0.5: the reserve is left
+    assert ask(lim, "h2", priority="high").wait_s == 0.5  # at most a unit less the reserve
+
+
+def test_a_high_call_waits_at_most_a_unit_less_the_reserve_behind_a_backlog(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    lim = make(RESERVE)
+    lim.configure(LANE, LaneLimits(rpm=60))
+    rng = random.Random(3)
+    due = {f"m{i}": clock() for i in range(40)}  # a backlog asking again when told
+    next_high, n_high, high_waits, grants = clock() + 61.3, 0, [], 0
+    high: tuple[str, float, float] | None = None  # (holder, arrival, due)
+    end = clock() + 300
+    while clock() < end:
+        for holder in sorted(h for h, t in due.items() if t <= clock()):
+            a = ask(lim, holder)
+            if a.granted:
+                grants += 1
+                due[f"m{len(due) + grants}"] = clock()  # the backlog never runs dry
+                del due[holder]
+            else:
+                due[holder] = clock() + a.wait_s
+        if high is None and clock() >= next_high:
+            high = (f"h{n_high}", clock(), clock())
+            n_high += 1
+        if high is not None and high[2] <= clock():
+            a = ask(lim, high[0], priority="high")
+            if a.granted:
+                high_waits.append(clock() - high[1])
+                grants += 1
+                high, next_high = None, clock() + rng.uniform(2.0, 9.0)
+            else:
+                high = (high[0], high[1], clock() + a.wait_s)
+        upcoming = [*due.values(), next_high if high is None else high[2]]
+        clock.t = max(min(upcoming), clock.t + 0.001)
+    assert len(high_waits) > 25
+    assert high_waits[0] <= 1.0 + 0.002  # the lane's first high call: no reserve kept yet
+    assert max(high_waits[1:]) <= 0.5 + 0.002
+    assert grants <= 60 + 300 + 1  # the lane's minute, then its rate: never above it
+    assert grants >= 60 + 300 - 2  # and the reserve leaves no more than itself unused
+
+
+def test_the_reserve_is_kept_only_while_high_calls_use_the_lane(
+        make: MakeLimiter, clock: FakeClock) -> None:
+    lim = make(RESERVE)
+    lim.configure(LANE, LaneLimits(rpm=60))
+    while ask(lim, "m").granted:  # no high call ever: the backlog takes every unit
+        pass
+    clock.advance(0.5)
+    assert ask(lim, "m").wait_s == pytest.approx(0.5, abs=0.002)
+    assert not ask(lim, "h", priority="high").granted  # a high call asks: the reserve is on
+    clock.advance(RESERVE.priority_memory_s - 0.4)
+    while ask(lim, "m").granted:  # what the hour refilled, down to the unit and the reserve
+        pass
+    clock.advance(0.3)  # level 1.3: the unit is there, the reserve 0.2 away
+    assert ask(lim, "m").wait_s == pytest.approx(0.2, abs=0.002)
+    clock.advance(0.1)  # an hour since the last high call: the unit is the backlog's
+    assert ask(lim, "m").granted
+
+
+def test_the_reserve_never_holds_back_an_oversized_call(make: MakeLimiter,
+                                                       clock: FakeClock) -> None:
+    lim = make(dataclasses.replace(RESERVE, burst_s=10.0))
+    lim.configure(LANE, LaneLimits(input_tpm=6000))  # cap 1000, 100 tokens/s, reserve 50
+    assert ask(lim, "h", 10, priority="high").granted
+    clock.advance(1.0)  # full again
+    assert ask(lim, "big", 1000, priority="low").granted  # its whole cost is the capacity
+    clock.advance(9.5)  # 950: not yet full
+    a = ask(lim, "big2", 990, priority="low")
+    assert (a.granted, a.wait_s) == (False, 0.5)
+    clock.advance(0.5)
+    assert ask(lim, "big2", 990, priority="low").granted
+
+
 def test_a_call_that_spends_none_of_a_dimension_is_not_held_by_it(lim: Limiter) -> None:
     lim.configure(LANE, LaneLimits(input_tpm=60_000, output_tpm=600))  # output: cap 100, 10/s
     assert ask(lim, "chat", 10, 100).granted  # output bucket now empty
@@ -775,7 +875,8 @@ def test_token_quotas_hold_with_settled_usage(lim: Limiter, clock: FakeClock) ->
 @pytest.mark.parametrize("policy", [
     LimiterPolicy(burst_s=15, aging_s=10, waiter_grace_s=2),
     dataclasses.replace(SERVICE_POLICY, aging_s=10, waiter_grace_s=2),
-], ids=["window-and-pacer", "service-policy"])
+    dataclasses.replace(SERVICE_POLICY, aging_s=10, waiter_grace_s=2, priority_reserve_s=7),
+], ids=["window-and-pacer", "service-policy", "priority-reserve"])
 def test_redis_and_in_memory_agree_exactly(redis_client: object, policy: LimiterPolicy) -> None:
     """One random workload through both implementations: identical answers at every step."""
     clock = FakeClock()

@@ -14,6 +14,7 @@ lane's keys share a slot and every script touches one slot only):
 ``P{lane}:h``       HASH    ``c:<field>`` configured limits, ``cfg`` their stamp,
                             ``l:<field>`` learned limits,
                             ``f`` rate factor, ``cut``/``rec`` ms of last cut / last increase,
+                            ``hi`` ms of the last high-priority acquire (priority reserve),
                             ``pause`` paused-until ms, ``pt`` pacer refill ms,
                             ``p:req|inp|out|tot`` pacer levels, ``w:req|inp|out`` window totals
 ``P{lane}:log``     ZSET    reservation id -> grant ms, for the sliding window and resync
@@ -124,7 +125,8 @@ class RedisLimiter:
             str(output_tokens), str(ttl_ms), str(p.ms("window_s")), str(p.ms("burst_s")),
             str(p.ms("aging_s")), str(p.ms("waiter_grace_s")), str(p.ms("waiter_memory_s")),
             str(p.ms("concurrency_poll_s")), "1" if p.sliding_window else "0", *seed,
-            tenant, repr(float(weight))])
+            tenant, repr(float(weight)), str(p.ms("priority_reserve_s")),
+            str(p.ms("priority_memory_s"))])
         if int(reseeded):  # the lanes set may have gone with the rest
             self._r.sadd(self._prefix + "lanes", lane)
         if int(granted):

@@ -31,6 +31,15 @@ Semantics, shared by both implementations (times are whole milliseconds of the l
   quota while the top waiter is not back yet), and none of them is delayed by a lower one.
   A waiter stays live until ``wait_s + waiter_grace_s`` after its last refusal; one that comes
   back later keeps its rank for ``waiter_memory_s`` more (a re-queued job keeps its place).
+* Priority reserve (``priority_reserve_s``, 0 by default): while a high-priority call has
+  asked on the lane within the last ``priority_memory_s``, a call below high is granted only if every
+  limited pacer bucket keeps ``priority_reserve_s`` worth of quota after it (capped at the
+  bucket's capacity, so an oversized call still goes when the bucket is full); high calls may
+  take it. A saturated backlog then rides at the reserve instead of taking each unit as it
+  refills, and a fresh high call waits at most a unit less the reserve (the lane's first high
+  call, before any reserve was kept, a whole unit). It costs the backlog that much quota once
+  (the level it rides at), and nothing on a lane without high-priority calls. The sliding
+  window keeps no reserve.
 * Fair shares: each (tenant, priority) is a flow with a virtual finish time ``F``. A new
   caller starts at ``start = max(V, F)``, where ``V``, the lane's virtual time, is the later of
   now and the start of the last call granted. If it has to wait, its flow's ``F`` moves to

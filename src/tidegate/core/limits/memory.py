@@ -64,6 +64,7 @@ class _Lane:
     done: tuple[int, int] = (-1, -1)  # when the last two calls ended (settle or release)
     flows: dict[str, float] = field(default_factory=dict)  # "priority:tenant" -> virtual finish
     vt: float | None = None  # start of the last call granted (the lane's virtual time)
+    hi: int | None = None  # when a high-priority call last asked (the priority reserve)
 
     def limit(self, name: str) -> int | None:
         return self.configured.get(name) or self.learned.get(name)
@@ -108,6 +109,12 @@ class InMemoryLimiter:
                         ln.levels[dim] = min(lvl, 0.0)
             self._housekeep(ln, now)
             levels = self._refill(ln, now)
+            if priority == "high":
+                ln.hi = now
+            # Below high, a call leaves the reserve in each pacer while high ones use the lane.
+            reserve_ms = 0
+            if priority != "high" and ln.hi is not None and now - ln.hi < p.ms("priority_memory_s"):
+                reserve_ms = p.ms("priority_reserve_s")
             me = ln.waiters.get(holder)
             # A returning waiter keeps its rank; a newcomer starts at its flow's fair start.
             vnow = ln.vt if ln.vt is not None and ln.vt > now else now
@@ -140,6 +147,8 @@ class InMemoryLimiter:
                 lvl, cap, rate = levels[dim]
                 qe = ln.limit(name) * ln.factor  # type: ignore[operator]
                 c = min(cost[dim], cap)
+                if reserve_ms > 0:
+                    c = min(c + rate * reserve_ms, cap)
                 need = queued[dim] + c - lvl
                 if need > TOL:
                     blocks.append((math.ceil(need / rate), name, c - lvl > TOL))

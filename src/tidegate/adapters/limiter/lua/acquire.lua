@@ -7,6 +7,8 @@
 --       15 rpm  16 input_tpm  17 output_tpm  18 tpm  19 concurrency: the caller's configured
 --       limits ('' = not configured)  20 their stamp ('' = none sent: 15-19 are ignored)
 --       21 tenant  22 its weight (fair shares, see tidegate.core.limits)
+--       23 priority_reserve_ms (quota a call below high leaves while high ones use the lane)
+--       24 priority_memory_ms (how long after the last high call the reserve is kept)
 -- Returns: {granted 1|0, reservation_id or '', wait_ms, reason, re-seeded 1|0}
 local K = lane_keys()
 local now = clock(ARGV[1])
@@ -39,6 +41,11 @@ end
 housekeep(st, K, now, window_ms, memory_ms)
 local levels = refill(st, now, window_ms, burst_ms)
 local f = num(st, 'f', 1)
+if prio == 'high' then put(st, 'hi', now) end
+-- Below high, a call leaves the reserve in each pacer while high ones use the lane.
+local reserve_ms = 0
+local hi = num(st, 'hi', nil)
+if prio ~= 'high' and hi and now - hi < tonumber(ARGV[24]) then reserve_ms = tonumber(ARGV[23]) end
 
 -- A returning waiter (live or dormant) keeps its rank; a newcomer starts at its flow's fair
 -- start: the lane's virtual time, or later if its flow has a backlog.
@@ -94,6 +101,7 @@ for _, d in ipairs(DIMS) do
     local lvl, cap, rate = b[1], b[2], b[3]
     local qe = limit(st, d[2]) * f
     local c = math.min(cost[d[1]], cap)
+    if reserve_ms > 0 then c = math.min(c + rate * reserve_ms, cap) end
     local need = queued[d[1]] + c - lvl
     if need > TOL then blocks[#blocks + 1] = {math.ceil(need / rate), d[2], c - lvl > TOL} end
     if sliding then
