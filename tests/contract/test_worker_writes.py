@@ -9,9 +9,10 @@ import pytest
 
 from tidegate.adapters.sql.events import EventLog
 from tidegate.adapters.sql.webhooks import WebhookStore
-from tidegate.adapters.webhook_secrets import SecretBox
 from tidegate.core.models import EventNote, Job, Usage, new_job_id, utcnow
 from tidegate.core.statuses import Priority, Status
+
+from .conftest import endpoint
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
 
@@ -20,18 +21,6 @@ def make_job(tenant: str = "acme") -> Job:
     now = utcnow()
     return Job(id=new_job_id(), tenant=tenant, type="echo", input={"text": "hi"},
                priority=Priority.MEDIUM, created_at=now, updated_at=now)
-
-
-@pytest.fixture
-def hooks(store) -> WebhookStore:
-    box = SecretBox("contract-secret")
-    store.seal = box.seal
-    return WebhookStore(store.engine, box)
-
-
-def endpoint(hooks: WebhookStore, kinds: list[str], tenant: str = "acme") -> str:
-    return str(hooks.add_endpoint(tenant=tenant, url="http://127.0.0.1:9/h", kinds=kinds,
-                                  secret="s")["id"])
 
 
 def events(store, job_id: str) -> list[tuple]:
