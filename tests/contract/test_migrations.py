@@ -107,8 +107,8 @@ def test_postgresql_existing_keys_keep_working() -> None:
 
 
 def _deadlines_carry_over(engine: sa.Engine) -> None:
-    """A job's expiry was its caller's deadline before 0009: it becomes the job's deadline_at,
-    and a job without one keeps none; the store reads both back."""
+    """A job's expiry is its caller's deadline: a row written before 0009 reads back with its
+    deadline, one without keeps none; and 0009 indexes a type's recent runs."""
     from datetime import UTC, datetime
 
     from tidegate.adapters.sql import SqlJobStore

@@ -206,14 +206,14 @@ def test_purge_keeps_failed_longer(store) -> None:
 
 def test_a_deadline_is_stored_and_read_back(store) -> None:
     at = (utcnow() + timedelta(hours=2)).replace(microsecond=0)
-    job, _ = store.create(make_job(deadline_at=at, expires_at=at))
+    job, _ = store.create(make_job(expires_at=at))
     got = store.get(job.id)
     assert (got.deadline_at, got.expires_at) == (at, at)
     assert store.get(store.create(make_job())[0].id).deadline_at is None
 
 
 def test_failed_job_can_be_replayed(store) -> None:
-    job, _ = store.create(make_job(deadline_at=utcnow() + timedelta(hours=1)))
+    job, _ = store.create(make_job(expires_at=utcnow() + timedelta(hours=1)))
     claim(store, job)
     store.request_cancel(job.id, tenant=None)  # a cancel that lost to the failure
     store.finish(job.id, attempt=1, status=Status.FAILED, error_code="x", error_message="boom")

@@ -271,7 +271,7 @@ class InMemoryJobStore:
                 job.attempts = 0
                 job.error_code = job.error_message = None
                 job.cancel_requested = False
-                job.expires_at = job.deadline_at = job.quota_wait_since = None
+                job.expires_at = job.quota_wait_since = None
             instead = self._may_not_wait(job, now)
             if instead is not None:
                 note = self._end_instead(job, instead, now)

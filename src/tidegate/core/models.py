@@ -94,12 +94,9 @@ class Job:
     # The part of ``usage`` from calls that returned after the job had stopped waiting for
     # them (cancel, shutdown, time limit, lost lease): billed all the same.
     late_usage: Usage = field(default_factory=Usage)
-    # When the job is failed `expired`: past it a waiting job, or an attempt that ends in a
-    # retry, fails instead of waiting again. Set from the deadline at submit.
+    # The caller's deadline (submit's deadline_s / deadline_at): past it a waiting job, or an
+    # attempt that ends in a retry, fails `expired` instead of waiting again. A replay has none.
     expires_at: datetime | None = None
-    # The caller's deadline (submit's deadline_s / deadline_at), as planners read it: the ETA
-    # check at submit, the provider tier a call is served on. A replay has none.
-    deadline_at: datetime | None = None
     # Since when the job has been parked for provider quota without a call being granted.
     quota_wait_since: datetime | None = None
     # Only on submit: the job's own webhook endpoint, created with the row
@@ -111,6 +108,12 @@ class Job:
     # warned of (``{"code", "message"}``, e.g. a deadline the estimate misses).
     eta: Any = None
     warnings: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def deadline_at(self) -> datetime | None:
+        """The deadline as planners read it (the ETA's check at submit): one stored time,
+        the one the job expires at."""
+        return self.expires_at
 
     @property
     def error(self) -> dict[str, str] | None:

@@ -124,7 +124,7 @@ class JobService:
                   metadata=dict(metadata or {}), idempotency_key=idempotency_key,
                   request_fingerprint=request_fingerprint(request),
                   max_attempts=job_type.max_attempts, created_at=self.clock(),
-                  updated_at=self.clock(), expires_at=deadline, deadline_at=deadline,
+                  updated_at=self.clock(), expires_at=deadline,
                   webhook=None if webhook is None else {
                       # One own webhook per job: its endpoint has the job's id.
                       **webhook, "id": job_id, "secret": webhook_secret})

@@ -22,7 +22,7 @@ ROW_COLUMNS = (
     "request_fingerprint", "progress", "message", "attempts", "max_attempts", "checkpoint",
     "cancel_requested", "created_at", "updated_at", "input_tokens", "output_tokens",
     "cost_nano_usd", "unpriced", "late_input_tokens", "late_output_tokens",
-    "late_cost_nano_usd", "expires_at", "schedule", "deadline_at",
+    "late_cost_nano_usd", "expires_at", "schedule",
 )
 SUBMITTED = "submitted"
 
@@ -43,7 +43,6 @@ def row_params(job: Job) -> dict[str, Any]:
         "cost_nano_usd": 0, "unpriced": False, "late_input_tokens": 0,
         "late_output_tokens": 0, "late_cost_nano_usd": 0,
         "expires_at": job.expires_at, "schedule": job.schedule,
-        "deadline_at": job.deadline_at,
     }
     return {f"j_{k}": v for k, v in values.items()} | {"e_detail": detail}
 

@@ -54,8 +54,7 @@ def _row_to_job(r: Any) -> Job:
         lease_expires_at=r.lease_expires_at, not_before=r.not_before,
         dispatched_at=r.dispatched_at, created_at=r.created_at, updated_at=r.updated_at,
         started_at=r.started_at, finished_at=r.finished_at, expires_at=r.expires_at,
-        quota_wait_since=r.quota_wait_since, schedule=getattr(r, "schedule", None),
-        deadline_at=getattr(r, "deadline_at", None))
+        quota_wait_since=r.quota_wait_since, schedule=getattr(r, "schedule", None))
 
 
 # Reads that show jobs to clients fetch the JSON columns undecoded and decode them here, one
@@ -643,7 +642,7 @@ class SqlJobStore(SqlAccounts):
         if reset_attempts:  # a replay: a fresh start, nothing left that could stop it
             values.update(status=Status.QUEUED.value, attempts=0, error_code=None,
                           error_message=None, cancel_requested=False, expires_at=None,
-                          deadline_at=None, quota_wait_since=None, not_before=None, finished_at=None)
+                          quota_wait_since=None, not_before=None, finished_at=None)
         else:
             values.update(self._ended_instead(Status.QUEUED.value, now,
                                               error=(jobs.c.error_code, jobs.c.error_message)))

@@ -80,7 +80,6 @@ jobs = sa.Table(
     # The schedule (of the job's tenant) that created the job.
     sa.Column("schedule", sa.String(100)),
     # The caller's deadline (migration 0009); expires_at enforces it.
-    sa.Column("deadline_at", UTCDateTime),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_tg_jobs_tenant_idempotency"),
     sa.Index("ix_tg_jobs_tenant_created", "tenant", "created_at", "id"),
     sa.Index("ix_tg_jobs_status_lease", "status", "lease_expires_at"),
