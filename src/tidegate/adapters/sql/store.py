@@ -505,18 +505,6 @@ class SqlJobStore(SqlAccounts):
         return True
 
     @_guard
-    def add_waiting_event(self, job_id: str, *, note: EventNote) -> bool:
-        """An event for a job that waits (queued or retrying), such as a new ETA, numbered
-        with its current attempt; ``False`` once it is claimed or ended."""
-        with self._begin() as conn:
-            if conn.execute(jobs.update().where(jobs.c.id == job_id,
-                                                jobs.c.status.in_(_WAITING))
-                            .values(attempts=jobs.c.attempts)).rowcount != 1:
-                return False
-            self._note(conn, job_id, jobs.c.attempts, note, self._at(utcnow()))
-        return True
-
-    @_guard
     def finish(self, job_id: str, *, attempt: int, status: Status, result: Any = None,
                error_code: str | None = None, error_message: str | None = None,
                usage_delta: Usage | None = None, delay_s: float | None = None,
