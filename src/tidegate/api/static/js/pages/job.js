@@ -2,7 +2,7 @@
 import { api, session } from "../api.js";
 import { fill, h, toast } from "../dom.js";
 import { count, duration, localClock, localTime, seconds, tokens, usd } from "../format.js";
-import { followJob, TERMINAL } from "../live.js";
+import { followJob, patchOf, TERMINAL } from "../live.js";
 import { renderMarkdown } from "../markdown.js";
 import { badge, bar, errorLine, setBar } from "./common.js";
 
@@ -64,8 +64,9 @@ export function jobPage(root, jobId) {
   function onEvent(ev) {
     addEvent(ev);
     if (!job) return;
-    if (ev.status) job.status = ev.status;
-    if (ev.kind === "progress" && ev.detail) { job.progress = Math.round(ev.detail.percent ?? job.progress); job.message = ev.detail.message ?? job.message; }
+    // The same reading of an event as the jobs table's (a success is 100 %, whatever the
+    // last report said), so the page never shows a finished job short of its end.
+    for (const [field, value] of Object.entries(patchOf(ev))) if (value !== undefined) job[field] = value;
     render(job);
   }
 
